@@ -1,0 +1,83 @@
+"""Typed configuration, validated at startup with messages that say what to change.
+
+`AppArgs` is what `serve_config.yaml` passes under `applications[].args`; Serve converts the
+dict into it before calling the application builder, so a typo or an out-of-range value
+fails `serve run` / `serve deploy` with pydantic's field-by-field message. `BatchConfig` is
+the model replicas' `user_config`, re-validated on every `reconfigure()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class BatchConfig(BaseModel):
+    """Dynamic batching of one model replica; changeable at runtime through user_config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(
+        default=64, ge=1, le=8192,
+        description="Most rows one forward pass runs. Larger requests are split into chunks.",
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0.0, le=1.0,
+        description="How long the first request of a batch waits for company.",
+    )
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application builder (`deployments.app:build_app`)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="Directory holding <name>/<version>/{model.safetensors,metadata.json}. "
+        "Relative paths are tried against the working directory, then the repository.",
+    )
+    model_name: str = "fraud-risk"
+    primary_version: str = "1"
+    candidate_version: str | None = Field(
+        default="2", description="Version served by the shadow replica; null disables shadowing."
+    )
+    shadow_sample_rate: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Fraction of requests mirrored to the candidate."
+    )
+    device: str = Field(
+        default="auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:N'."
+    )
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
+    max_instances_per_request: int = Field(default=1024, ge=1, description="More get 413.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_model_dir(self) -> AppArgs:
+        self.model_dir = resolve_model_dir(self.model_dir)
+        if self.candidate_version == self.primary_version:
+            raise ValueError(
+                "candidate_version equals primary_version; set candidate_version to another "
+                "version, or to null to disable the shadow"
+            )
+        return self
+
+
+def resolve_model_dir(path: Path) -> Path:
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, _REPO_ROOT / path]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise ValueError(f"model_dir {str(path)!r} is not a directory (tried {tried})")

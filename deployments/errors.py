@@ -1,0 +1,107 @@
+"""Typed serving errors, one class per failure, each carrying its HTTP meaning.
+
+The ingress maps these to responses in one function (`ingress.error_response`). Everything
+here is a leaf: it imports nothing of ours and nothing heavy, so any deployment can raise
+these and the ingress can catch them after they cross a process boundary.
+
+Why positional-only constructors and `__reduce__`: Ray pickles exceptions raised in a
+replica and re-raises them in the caller. Exceptions with keyword-only arguments fail to
+unpickle there and arrive as a generic error that has lost its status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServingError(Exception):
+    """Base of every error this service answers with on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.details))
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ServingError):
+    """The request is well-formed JSON but its content violates the model's schema."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class BadRequest(ServingError):
+    """The request body cannot be read at all: empty, not JSON, wrong envelope."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class ModelNotFound(ServingError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class RouteNotFound(ServingError):
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ServingError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotReady(ServingError):
+    """The model is still loading or warming up."""
+
+    status_code = 503
+    code = "not_ready"
+    retry_after_s: float = 5.0
+
+
+class Overloaded(ServingError):
+    """Admission refused the request; the client should come back after `retry_after_s`."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.details, self.retry_after_s))
+
+
+class InferenceFailed(ServingError):
+    """The model could not produce a valid answer for an item (e.g. non-finite output)."""
+
+    status_code = 500
+    code = "inference_failed"
+
+
+class ArtifactError(Exception):
+    """A model artifact on disk is unusable. Raised at startup, never per request."""

@@ -1,0 +1,276 @@
+"""Ingress deployment: the only module that knows HTTP.
+
+Thin adapters over the graph: read and bound the body, parse the protocol envelope, ask the
+Validator for features and the ModelReplica for outputs, mirror a sample to the shadow after
+answering, and map every failure to a status in one place (`error_response`).
+
+No `from __future__ import annotations`: FastAPI must see the real `Request` class on the
+methods Serve wraps. Exception handlers are registered before `@serve.ingress(app)` runs.
+"""
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.config import AppArgs
+from deployments.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServingError,
+)
+from deployments.metadata import ModelMetadata, read_metadata
+from deployments.protocol import v1, v2
+from deployments.protocol.common import ErrorBody
+from deployments.schema import build_instance_model
+
+logger = logging.getLogger("ray.serve")
+
+READY_PROBE_TIMEOUT_S = 2.0
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)}
+
+app = FastAPI(
+    title="Ray Serve inference service",
+    description="KServe v1 and Open Inference Protocol v2 over a validated, batched, "
+    "shadowed torch model. Every response carries `x-request-id` (an incoming one is kept). "
+    "Errors are JSON `{\"error\": ..., \"code\": ...}`.",
+    version="0.1.0",
+)
+
+
+# ---- error mapping: the one place failures become statuses --------------------------------
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    error = as_serving_error(exc)
+    headers = {}
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    if error.status_code >= 500 and not isinstance(error, (NotReady, Overloaded)):
+        logger.error("request failed: %s", error.message, exc_info=exc)
+    return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+
+
+def as_serving_error(exc: BaseException) -> ServingError:
+    # Ray re-raises a replica's exception as a class deriving from both RayTaskError and
+    # the original, so typed errors from the Validator or ModelReplica match here too.
+    if isinstance(exc, ServingError):
+        return exc
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, ServingError):
+        return cause
+    from ray import exceptions as ray_exc
+    from ray.serve import exceptions as serve_exc
+
+    if isinstance(exc, serve_exc.BackPressureError):
+        return Overloaded("the model is at capacity; retry after the indicated delay",
+                          retry_after_s=1.0)
+    if isinstance(exc, (ray_exc.ActorDiedError, ray_exc.ActorUnavailableError,
+                        serve_exc.DeploymentUnavailableError)):
+        return Overloaded(f"a replica is unavailable ({type(exc).__name__}); retry shortly",
+                          retry_after_s=2.0)
+    return ServingError(f"internal error ({type(exc).__name__}); see the server log")
+
+
+@app.exception_handler(ServingError)
+async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
+    return error_response(exc)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = ["/".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()]
+    return error_response(BadRequest("; ".join(parts)))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:
+        return error_response(RouteNotFound(f"no route {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(MethodNotAllowed(message))
+    error = ServingError(str(exc.detail))
+    error.status_code = exc.status_code
+    return error_response(error)
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(exc)
+
+
+@dataclass
+class ServedModel:
+    metadata: ModelMetadata
+    versions: list[str]
+    input_schema: dict[str, Any]
+    validator: DeploymentHandle
+    model: DeploymentHandle
+    shadow: DeploymentHandle | None
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    def __init__(
+        self,
+        args: AppArgs,
+        validator: DeploymentHandle,
+        model: DeploymentHandle,
+        shadow: DeploymentHandle | None,
+    ) -> None:
+        self.args = args
+        metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
+        self.models = {
+            args.model_name: ServedModel(
+                metadata=metadata,
+                versions=[args.primary_version],
+                input_schema=build_instance_model(metadata).model_json_schema(),
+                validator=validator,
+                model=model,
+                shadow=shadow,
+            )
+        }
+        self._mirrors: set[asyncio.Task[Any]] = set()
+
+    # ---- KServe v1 -------------------------------------------------------------------
+
+    @app.get("/v1/models", response_model=v1.ModelList)
+    async def list_models(self) -> dict[str, Any]:
+        return {"models": sorted(self.models)}
+
+    @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
+    async def model_info(self, name: str) -> dict[str, Any]:
+        served = self._served(name)
+        return {
+            "name": name,
+            "version": served.metadata.version,
+            "ready": await self._is_ready(served),
+            "input_schema": served.input_schema,
+        }
+
+    @app.post(
+        "/v1/models/{name}:predict",
+        response_model=v1.PredictResponse,
+        responses=_ERRORS,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": v1.PredictRequest.model_json_schema()}}}},
+    )
+    async def predict(self, name: str, request: Request) -> JSONResponse:
+        served = self._served(name)
+        body = await self._json_body(request)
+        instances = v1.parse_predict(body, self.args.max_instances_per_request)
+        features = await served.validator.features.remote(instances)
+        outputs = await served.model.predict.remote(features)
+        self._mirror(served, features, outputs, request)
+        return JSONResponse({
+            "predictions": v1.predictions(outputs),
+            "model_name": name,
+            "model_version": served.metadata.version,
+        })
+
+    # ---- Open Inference Protocol v2 ----------------------------------------------------
+
+    @app.get("/v2")
+    async def server_metadata(self) -> dict[str, Any]:
+        return {"name": "ray-serve-inference", "version": app.version, "extensions": []}
+
+    @app.get("/v2/health/live")
+    async def live(self) -> dict[str, Any]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", responses=_ERRORS)
+    async def ready(self) -> dict[str, Any]:
+        states = await asyncio.gather(*(self._is_ready(m) for m in self.models.values()))
+        if not all(states):
+            raise NotReady("models are still loading or warming up")
+        return {"ready": True}
+
+    @app.get("/v2/models/{name}", response_model=v2.ModelMetadataResponse, responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}", response_model=v2.ModelMetadataResponse,
+             responses=_ERRORS)
+    async def v2_model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        served = self._served(name, version)
+        return v2.model_metadata(served.metadata, served.versions)
+
+    @app.get("/v2/models/{name}/ready", responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}/ready", responses=_ERRORS)
+    async def v2_model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
+        served = self._served(name, version)
+        if not await self._is_ready(served):
+            raise NotReady(f"model {name!r} is still loading or warming up")
+        return {"name": name, "ready": True}
+
+    @app.post("/v2/models/{name}/infer", response_model=v2.InferenceResponse, responses=_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": v2.InferenceRequest.model_json_schema()}}}})
+    @app.post("/v2/models/{name}/versions/{version}/infer", response_model=v2.InferenceResponse,
+              responses=_ERRORS, include_in_schema=False)
+    async def v2_infer(
+        self, name: str, request: Request, version: str | None = None
+    ) -> JSONResponse:
+        served = self._served(name, version)
+        infer = v2.parse_infer(await self._json_body(request))
+        features = await served.validator.features_from_tensors.remote(infer.inputs)
+        outputs = await served.model.predict.remote(features)
+        self._mirror(served, features, outputs, request)
+        return JSONResponse(v2.infer_response(served.metadata, outputs, infer.id, infer.outputs))
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _served(self, name: str, version: str | None = None) -> ServedModel:
+        served = self.models.get(name)
+        if served is None:
+            raise ModelNotFound(f"model {name!r} is not served here; models: {sorted(self.models)}")
+        if version is not None and version not in served.versions:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} here; versions: {served.versions}"
+            )
+        return served
+
+    async def _json_body(self, request: Request) -> Any:
+        limit = self.args.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        if not body.strip():
+            raise BadRequest("request body is empty; expected a JSON object")
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+    async def _is_ready(self, served: ServedModel) -> bool:
+        try:
+            checks = [served.validator.ready.remote(), served.model.ready.remote()]
+            return all(await asyncio.wait_for(asyncio.gather(*checks), READY_PROBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+            return False
+
+    def _mirror(self, served: ServedModel, features: Any, outputs: Any, request: Request) -> None:
+        if served.shadow is None or random.random() >= self.args.shadow_sample_rate:
+            return
+        request_id = request.headers.get("x-request-id", "")
+        # Not awaited: the primary's answer never waits on the candidate.
+        served.shadow.mirror.remote(features, outputs, request_id)
