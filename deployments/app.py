@@ -8,7 +8,6 @@ validates into `AppArgs` first; artifacts are checked here, before any replica s
 (No `from __future__ import annotations` here: Serve inspects the real annotation class.)
 """
 
-
 from ray.serve import Application
 
 from deployments.config import AppArgs

@@ -97,9 +97,7 @@ def build_module(metadata: ModelMetadata) -> torch.nn.Module:
         ) from exc
 
 
-def save_artifact(
-    model_dir: str | Path, module: torch.nn.Module, metadata: dict[str, Any]
-) -> Path:
+def save_artifact(model_dir: str | Path, module: torch.nn.Module, metadata: dict[str, Any]) -> Path:
     """Write weights (with the schema fingerprint in the header) and then the metadata.
 
     `metadata` is everything but `weights`, which is filled in from the written file.

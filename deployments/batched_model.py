@@ -23,8 +23,9 @@ logger = logging.getLogger("ray.serve")
 
 
 def _rows(items: list[np.ndarray]) -> int:
-    return sum(len(item) if isinstance(item, np.ndarray) and item.ndim == 2 else 1
-               for item in items)
+    return sum(
+        len(item) if isinstance(item, np.ndarray) and item.ndim == 2 else 1 for item in items
+    )
 
 
 class BatchedModel:
@@ -57,9 +58,13 @@ class BatchedModel:
         return self.runner.run_batch(items)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.metadata.name, "version": self.metadata.version,
-                "device": str(self.runner.device), "ready": True,
-                "batch": self.batch.model_dump()}
+        return {
+            "name": self.metadata.name,
+            "version": self.metadata.version,
+            "device": str(self.runner.device),
+            "ready": True,
+            "batch": self.batch.model_dump(),
+        }
 
     def ready(self) -> bool:
         """Answers only once __init__ has loaded and warmed the model."""

@@ -23,11 +23,15 @@ class BatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(
-        default=64, ge=1, le=8192,
+        default=64,
+        ge=1,
+        le=8192,
         description="Most rows one forward pass runs. Larger requests are split into chunks.",
     )
     batch_wait_timeout_s: float = Field(
-        default=0.002, ge=0.0, le=1.0,
+        default=0.002,
+        ge=0.0,
+        le=1.0,
         description="How long the first request of a batch waits for company.",
     )
 

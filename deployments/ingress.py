@@ -47,7 +47,7 @@ app = FastAPI(
     title="Ray Serve inference service",
     description="KServe v1 and Open Inference Protocol v2 over a validated, batched, "
     "shadowed torch model. Every response carries `x-request-id` (an incoming one is kept). "
-    "Errors are JSON `{\"error\": ..., \"code\": ...}`.",
+    'Errors are JSON `{"error": ..., "code": ...}`.',
     version="0.1.0",
 )
 
@@ -78,12 +78,20 @@ def as_serving_error(exc: BaseException) -> ServingError:
     from ray.serve import exceptions as serve_exc
 
     if isinstance(exc, serve_exc.BackPressureError):
-        return Overloaded("the model is at capacity; retry after the indicated delay",
-                          retry_after_s=1.0)
-    if isinstance(exc, (ray_exc.ActorDiedError, ray_exc.ActorUnavailableError,
-                        serve_exc.DeploymentUnavailableError)):
-        return Overloaded(f"a replica is unavailable ({type(exc).__name__}); retry shortly",
-                          retry_after_s=2.0)
+        return Overloaded(
+            "the model is at capacity; retry after the indicated delay", retry_after_s=1.0
+        )
+    if isinstance(
+        exc,
+        (
+            ray_exc.ActorDiedError,
+            ray_exc.ActorUnavailableError,
+            serve_exc.DeploymentUnavailableError,
+        ),
+    ):
+        return Overloaded(
+            f"a replica is unavailable ({type(exc).__name__}); retry shortly", retry_after_s=2.0
+        )
     return ServingError(f"internal error ({type(exc).__name__}); see the server log")
 
 
@@ -169,8 +177,12 @@ class Ingress:
         "/v1/models/{name}:predict",
         response_model=v1.PredictResponse,
         responses=_ERRORS,
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": v1.PredictRequest.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": v1.PredictRequest.model_json_schema()}},
+            }
+        },
     )
     async def predict(self, name: str, request: Request) -> JSONResponse:
         served = self._served(name)
@@ -179,11 +191,13 @@ class Ingress:
         features = await served.validator.features.remote(instances)
         outputs = await served.model.predict.remote(features)
         self._mirror(served, features, outputs, request)
-        return JSONResponse({
-            "predictions": v1.predictions(outputs),
-            "model_name": name,
-            "model_version": served.metadata.version,
-        })
+        return JSONResponse(
+            {
+                "predictions": v1.predictions(outputs),
+                "model_name": name,
+                "model_version": served.metadata.version,
+            }
+        )
 
     # ---- Open Inference Protocol v2 ----------------------------------------------------
 
@@ -203,8 +217,11 @@ class Ingress:
         return {"ready": True}
 
     @app.get("/v2/models/{name}", response_model=v2.ModelMetadataResponse, responses=_ERRORS)
-    @app.get("/v2/models/{name}/versions/{version}", response_model=v2.ModelMetadataResponse,
-             responses=_ERRORS)
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        response_model=v2.ModelMetadataResponse,
+        responses=_ERRORS,
+    )
     async def v2_model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         served = self._served(name, version)
         return v2.model_metadata(served.metadata, served.versions)
@@ -217,11 +234,25 @@ class Ingress:
             raise NotReady(f"model {name!r} is still loading or warming up")
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{name}/infer", response_model=v2.InferenceResponse, responses=_ERRORS,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": v2.InferenceRequest.model_json_schema()}}}})
-    @app.post("/v2/models/{name}/versions/{version}/infer", response_model=v2.InferenceResponse,
-              responses=_ERRORS, include_in_schema=False)
+    @app.post(
+        "/v2/models/{name}/infer",
+        response_model=v2.InferenceResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": v2.InferenceRequest.model_json_schema()}
+                },
+            }
+        },
+    )
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        response_model=v2.InferenceResponse,
+        responses=_ERRORS,
+        include_in_schema=False,
+    )
     async def v2_infer(
         self, name: str, request: Request, version: str | None = None
     ) -> JSONResponse:

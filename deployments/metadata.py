@@ -176,8 +176,11 @@ def read_metadata(model_dir: str | Path, name: str, version: str) -> ModelMetada
         available = available_versions(model_dir, name)
         raise ArtifactError(
             f"no metadata at {path}; "
-            + (f"versions present for {name!r}: {available}" if available else
-               f"no versions of {name!r} under {Path(model_dir).resolve()}")
+            + (
+                f"versions present for {name!r}: {available}"
+                if available
+                else f"no versions of {name!r} under {Path(model_dir).resolve()}"
+            )
         )
     try:
         raw = json.loads(path.read_text())

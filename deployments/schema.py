@@ -70,8 +70,9 @@ def invalid_input_from(exc: ValidationError) -> InvalidInput:
         loc = list(err["loc"])
         index = loc[0] if loc and isinstance(loc[0], int) else None
         field = ".".join(str(p) for p in loc[1:]) or None
-        details.append({"instance": index, "field": field, "reason": _reason(err, field),
-                        "type": err["type"]})
+        details.append(
+            {"instance": index, "field": field, "reason": _reason(err, field), "type": err["type"]}
+        )
     total = exc.error_count()
     shown = "; ".join(_describe(d) for d in details[:5])
     more = f" (and {total - 5} more)" if total > 5 else ""

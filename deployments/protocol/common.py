@@ -24,8 +24,11 @@ def parse_envelope(model: type[M], body: Any) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         details = [
-            {"field": ".".join(str(p) for p in err["loc"]) or None, "reason": err["msg"],
-             "type": err["type"]}
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or None,
+                "reason": err["msg"],
+                "type": err["type"],
+            }
             for err in exc.errors(include_url=False, include_input=False)
         ]
         shown = "; ".join(f"{d['field']}: {d['reason']}" for d in details[:5])
@@ -33,6 +36,12 @@ def parse_envelope(model: type[M], body: Any) -> M:
 
 
 def _json_type(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)

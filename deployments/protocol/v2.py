@@ -85,17 +85,24 @@ def records_from_tensors(
             continue
         allowed = V2_DATATYPES[feature.type]
         if tensor.datatype not in allowed:
-            problems.append(_problem(
-                tensor.name, f"datatype {tensor.datatype} does not fit a {feature.type} feature; "
-                f"use {' or '.join(allowed)}"))
+            problems.append(
+                _problem(
+                    tensor.name,
+                    f"datatype {tensor.datatype} does not fit a {feature.type} feature; "
+                    f"use {' or '.join(allowed)}",
+                )
+            )
             continue
         column = _flatten(tensor)
         if isinstance(column, str):
             problems.append(_problem(tensor.name, column))
             continue
         columns[tensor.name] = column
-    missing = [f.name for f in metadata.features if f.required and f.name not in columns
-               and f.name not in {p["field"] for p in problems}]
+    missing = [
+        f.name
+        for f in metadata.features
+        if f.required and f.name not in columns and f.name not in {p["field"] for p in problems}
+    ]
     problems += [_problem(name, "required input is missing") for name in missing]
     lengths = {len(c) for c in columns.values()}
     if not problems and len(lengths) > 1:
@@ -130,8 +137,12 @@ def infer_response(
         "model_name": metadata.name,
         "model_version": metadata.version,
         "outputs": [
-            {"name": name, "datatype": metadata.output(name).datatype,
-             "shape": [len(outputs[name])], "data": outputs[name]}
+            {
+                "name": name,
+                "datatype": metadata.output(name).datatype,
+                "shape": [len(outputs[name])],
+                "data": outputs[name],
+            }
             for name in wanted
         ],
     }

@@ -29,34 +29,103 @@ from typing import Any
 
 import numpy as np
 
-CATEGORIES = ["grocery", "restaurant", "fuel", "travel", "electronics", "jewelry",
-              "online_gaming", "other"]
+CATEGORIES = [
+    "grocery",
+    "restaurant",
+    "fuel",
+    "travel",
+    "electronics",
+    "jewelry",
+    "online_gaming",
+    "other",
+]
 CATEGORY_SHARES = [0.26, 0.2, 0.12, 0.07, 0.1, 0.03, 0.06, 0.16]
-CATEGORY_LOG_AMOUNT = {"grocery": 3.6, "restaurant": 3.4, "fuel": 3.7, "travel": 5.8,
-                       "electronics": 5.2, "jewelry": 6.0, "online_gaming": 3.2, "other": 4.0}
-CATEGORY_RISK = {"grocery": -0.6, "restaurant": -0.4, "fuel": -0.2, "travel": 0.3,
-                 "electronics": 0.7, "jewelry": 0.9, "online_gaming": 0.8, "other": 0.0}
+CATEGORY_LOG_AMOUNT = {
+    "grocery": 3.6,
+    "restaurant": 3.4,
+    "fuel": 3.7,
+    "travel": 5.8,
+    "electronics": 5.2,
+    "jewelry": 6.0,
+    "online_gaming": 3.2,
+    "other": 4.0,
+}
+CATEGORY_RISK = {
+    "grocery": -0.6,
+    "restaurant": -0.4,
+    "fuel": -0.2,
+    "travel": 0.3,
+    "electronics": 0.7,
+    "jewelry": 0.9,
+    "online_gaming": 0.8,
+    "other": 0.0,
+}
 
 FEATURES: list[dict[str, Any]] = [
-    {"name": "amount_usd", "type": "float", "unit": "USD", "minimum": 0.0, "maximum": 50000.0,
-     "transform": "log1p", "description": "Transaction amount"},
-    {"name": "hour_of_day", "type": "int", "unit": "hour", "minimum": 0, "maximum": 23,
-     "description": "Local hour of the transaction"},
-    {"name": "merchant_category", "type": "category", "categories": CATEGORIES,
-     "description": "Merchant category"},
-    {"name": "account_age_days", "type": "int", "unit": "day", "minimum": 0, "maximum": 36500,
-     "description": "Age of the card account"},
-    {"name": "txn_count_24h", "type": "int", "unit": "count", "minimum": 0, "maximum": 1000,
-     "description": "Transactions on this card in the previous 24 hours (velocity)"},
-    {"name": "distance_from_home_km", "type": "float", "unit": "km", "minimum": 0.0,
-     "maximum": 20000.0, "transform": "log1p",
-     "description": "Distance between the merchant and the cardholder's home"},
+    {
+        "name": "amount_usd",
+        "type": "float",
+        "unit": "USD",
+        "minimum": 0.0,
+        "maximum": 50000.0,
+        "transform": "log1p",
+        "description": "Transaction amount",
+    },
+    {
+        "name": "hour_of_day",
+        "type": "int",
+        "unit": "hour",
+        "minimum": 0,
+        "maximum": 23,
+        "description": "Local hour of the transaction",
+    },
+    {
+        "name": "merchant_category",
+        "type": "category",
+        "categories": CATEGORIES,
+        "description": "Merchant category",
+    },
+    {
+        "name": "account_age_days",
+        "type": "int",
+        "unit": "day",
+        "minimum": 0,
+        "maximum": 36500,
+        "description": "Age of the card account",
+    },
+    {
+        "name": "txn_count_24h",
+        "type": "int",
+        "unit": "count",
+        "minimum": 0,
+        "maximum": 1000,
+        "description": "Transactions on this card in the previous 24 hours (velocity)",
+    },
+    {
+        "name": "distance_from_home_km",
+        "type": "float",
+        "unit": "km",
+        "minimum": 0.0,
+        "maximum": 20000.0,
+        "transform": "log1p",
+        "description": "Distance between the merchant and the cardholder's home",
+    },
     {"name": "card_present", "type": "bool", "description": "Card physically present"},
-    {"name": "foreign_transaction", "type": "bool",
-     "description": "Merchant country differs from the card's"},
-    {"name": "merchant_risk_score", "type": "float", "unit": "probability", "minimum": 0.0,
-     "maximum": 1.0, "required": False, "default": 0.2,
-     "description": "Upstream merchant risk score; defaults to the portfolio mean"},
+    {
+        "name": "foreign_transaction",
+        "type": "bool",
+        "description": "Merchant country differs from the card's",
+    },
+    {
+        "name": "merchant_risk_score",
+        "type": "float",
+        "unit": "probability",
+        "minimum": 0.0,
+        "maximum": 1.0,
+        "required": False,
+        "default": 0.2,
+        "description": "Upstream merchant risk score; defaults to the portfolio mean",
+    },
 ]
 
 

@@ -47,13 +47,25 @@ class Recipe:
 
 
 RECIPES = {
-    "1": Recipe("1", "Primary: two hidden layers, unweighted loss.",
-                hidden_dims=[64, 32], epochs=10, learning_rate=3e-3, seed=1,
-                fraud_class_weight=1.0),
-    "2": Recipe("2", "Candidate: one smaller layer, fewer epochs, fraud up-weighted 4x, so it "
-                "flags more transactions and sometimes disagrees with v1.",
-                hidden_dims=[32], epochs=4, learning_rate=2e-3, seed=2,
-                fraud_class_weight=4.0),
+    "1": Recipe(
+        "1",
+        "Primary: two hidden layers, unweighted loss.",
+        hidden_dims=[64, 32],
+        epochs=10,
+        learning_rate=3e-3,
+        seed=1,
+        fraud_class_weight=1.0,
+    ),
+    "2": Recipe(
+        "2",
+        "Candidate: one smaller layer, fewer epochs, fraud up-weighted 4x, so it "
+        "flags more transactions and sometimes disagrees with v1.",
+        hidden_dims=[32],
+        epochs=4,
+        learning_rate=2e-3,
+        seed=2,
+        fraud_class_weight=4.0,
+    ),
 }
 
 
@@ -65,8 +77,10 @@ def base_metadata(version: str, description: str, records: list[dict[str, Any]])
             column = np.array([r[f["name"]] for r in records], dtype=np.float64)
             if f.get("transform") == "log1p":
                 column = np.log1p(column)
-            normalization[f["name"]] = {"mean": float(column.mean()),
-                                        "std": float(column.std()) or 1.0}
+            normalization[f["name"]] = {
+                "mean": float(column.mean()),
+                "std": float(column.std()) or 1.0,
+            }
     vector = [col for f in features for col in _columns(f)]
     return {
         "format_version": 1,
@@ -76,13 +90,25 @@ def base_metadata(version: str, description: str, records: list[dict[str, Any]])
         "features": features,
         "normalization": normalization,
         "feature_vector": vector,
-        "task": {"kind": "binary_classification", "labels": LABELS,
-                 "positive_label": "fraud", "threshold": 0.5},
+        "task": {
+            "kind": "binary_classification",
+            "labels": LABELS,
+            "positive_label": "fraud",
+            "threshold": 0.5,
+        },
         "outputs": [
-            {"name": "label", "datatype": "BYTES", "shape": [-1],
-             "description": "Predicted label: legit or fraud"},
-            {"name": "fraud_probability", "datatype": "FP32", "shape": [-1],
-             "description": "Probability that the transaction is fraud"},
+            {
+                "name": "label",
+                "datatype": "BYTES",
+                "shape": [-1],
+                "description": "Predicted label: legit or fraud",
+            },
+            {
+                "name": "fraud_probability",
+                "datatype": "FP32",
+                "shape": [-1],
+                "description": "Probability that the transaction is fraud",
+            },
         ],
     }
 
@@ -95,8 +121,13 @@ def train(recipe: Recipe, model_dir: str) -> str:
     train_records, y_train = fraud_data.generate(N_TRAIN, DATA_SEED_TRAIN)
     test_records, y_test = fraud_data.generate(N_TEST, DATA_SEED_TEST)
     meta = base_metadata(recipe.version, recipe.description, train_records)
-    arch = {"class": "MLPClassifier", "input_dim": len(meta["feature_vector"]),
-            "hidden_dims": recipe.hidden_dims, "num_classes": 2, "dropout": recipe.dropout}
+    arch = {
+        "class": "MLPClassifier",
+        "input_dim": len(meta["feature_vector"]),
+        "hidden_dims": recipe.hidden_dims,
+        "num_classes": 2,
+        "dropout": recipe.dropout,
+    }
     meta["architecture"] = arch
     draft = ModelMetadata.model_validate({**meta, "weights": {"sha256": "0" * 64, "size_bytes": 0}})
     schema = InputSchema(draft)
@@ -105,8 +136,9 @@ def train(recipe: Recipe, model_dir: str) -> str:
     t_train = torch.from_numpy(y_train)
 
     model = MLPClassifier(arch["input_dim"], recipe.hidden_dims, 2, recipe.dropout)
-    optim = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate,
-                              weight_decay=recipe.weight_decay)
+    optim = torch.optim.AdamW(
+        model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
+    )
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, recipe.fraud_class_weight]))
     gen = torch.Generator().manual_seed(recipe.seed)
     for _ in range(recipe.epochs):
@@ -119,14 +151,22 @@ def train(recipe: Recipe, model_dir: str) -> str:
     with torch.no_grad():
         p_test = torch.softmax(model(x_test), dim=1)[:, 1].numpy().astype(np.float64)
 
-    meta["training"] = {**asdict(recipe), "optimizer": "AdamW", "loss": "cross_entropy",
-                        "n_train": N_TRAIN, "n_test": N_TEST,
-                        "data_seeds": {"train": DATA_SEED_TRAIN, "test": DATA_SEED_TEST},
-                        "data": "deployments/training/fraud_data.py (documented process)"}
+    meta["training"] = {
+        **asdict(recipe),
+        "optimizer": "AdamW",
+        "loss": "cross_entropy",
+        "n_train": N_TRAIN,
+        "n_test": N_TEST,
+        "data_seeds": {"train": DATA_SEED_TRAIN, "test": DATA_SEED_TEST},
+        "data": "deployments/training/fraud_data.py (documented process)",
+    }
     meta["metrics"] = {"heldout": heldout_metrics(p_test, y_test, threshold=0.5)}
-    meta["library_versions"] = {"torch": torch.__version__, "numpy": np.__version__,
-                                "safetensors": safetensors.__version__,
-                                "python": platform.python_version()}
+    meta["library_versions"] = {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
     meta["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     path = save_artifact(model_dir, model, meta)
     return str(path)
