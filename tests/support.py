@@ -51,7 +51,7 @@ def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: 
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last failure
             last_error = exc
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last error: {last_error}")
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last_error}")
 
 
 def free_port() -> int:

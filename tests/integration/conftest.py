@@ -1,0 +1,86 @@
+"""One real local Ray for the integration tier, serving serve_config.yaml as `serve run` does.
+
+The application is deployed through the same path `serve run serve_config.yaml` takes
+(`serve_start` + `deploy_apps` of the parsed config), on a free loopback port, with the
+shadow sampling every request so mirroring is observable. Package-scoped: Ray is shut down
+when this tier finishes, before the e2e tier starts its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.support import REPO, free_port, wait_until
+
+APP = "inference"
+READY_TIMEOUT_S = 180
+
+
+@dataclass
+class Service:
+    base_url: str
+    config: dict[str, Any]
+    http: requests.Session
+    deploy: Callable[[dict[str, Any]], None]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def base_config(port: int) -> dict[str, Any]:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["shadow_sample_rate"] = 1.0
+    return config
+
+
+@pytest.fixture(scope="package")
+def service() -> Iterator[Service]:
+    import ray
+    from ray import serve
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20)
+    port = free_port()
+    config = base_config(port)
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_start(http_options=schema.http_options.model_dump(),
+                         proxy_location=schema.proxy_location)
+
+    def deploy(new_config: dict[str, Any]) -> None:
+        client.deploy_apps(ServeDeploySchema.model_validate(new_config), _blocking=False)
+
+    http = requests.Session()
+    svc = Service(f"http://127.0.0.1:{port}", config, http, deploy)
+    try:
+        deploy(config)
+        wait_until(lambda: http.get(svc.url("/v2/health/ready"), timeout=5).status_code == 200,
+                   READY_TIMEOUT_S, "the application to report ready")
+        yield svc
+    finally:
+        http.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="package")
+def handles(service: Service) -> Callable[[str], Any]:
+    from ray import serve
+
+    return lambda name: serve.get_deployment_handle(name, app_name=APP)
+
+
+def with_user_config(config: dict[str, Any], deployment: str, **values: Any) -> dict[str, Any]:
+    new = copy.deepcopy(config)
+    for d in new["applications"][0]["deployments"]:
+        if d["name"] == deployment:
+            d["user_config"] = {**d.get("user_config", {}), **values}
+    return new
