@@ -8,7 +8,7 @@ validates into `AppArgs` first; artifacts are checked here, before any replica s
 (No `from __future__ import annotations` here: Serve inspects the real annotation class.)
 """
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.config import AppArgs
 from deployments.errors import ArtifactError
@@ -20,6 +20,11 @@ from deployments.validator import Validator
 
 
 def build_app(args: AppArgs) -> Application:
+    return bind_graph(args, ShadowReplica)
+
+
+def bind_graph(args: AppArgs, shadow_deployment: Deployment) -> Application:
+    """Bind the graph with a given candidate deployment (a ShadowReplica or a subclass)."""
     model_dir = str(args.model_dir)
     primary = read_metadata(model_dir, args.model_name, args.primary_version)
     shadow = None
@@ -31,7 +36,9 @@ def build_app(args: AppArgs) -> Application:
                 f"a different feature schema than primary {args.model_name}:"
                 f"{args.primary_version}; a shadow must accept the primary's validated input"
             )
-        shadow = ShadowReplica.bind(model_dir, args.model_name, args.candidate_version, args.device)
+        shadow = shadow_deployment.bind(
+            model_dir, args.model_name, args.candidate_version, args.device, args.primary_version
+        )
     validator = Validator.bind(
         model_dir, args.model_name, args.primary_version, args.max_instances_per_request
     )

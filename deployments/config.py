@@ -36,6 +36,55 @@ class BatchConfig(BaseModel):
     )
 
 
+class IngressConfig(BaseModel):
+    """The ingress's `user_config`: shadow mirroring, changeable at runtime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shadow_sample_rate: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Fraction of requests mirrored to the candidate."
+    )
+    shadow_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Backstop on one mirrored call; the shadow's own candidate timeout is shorter.",
+    )
+    shadow_queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Mirrors waiting to be sent; when full, new mirrors are dropped and counted.",
+    )
+    shadow_concurrency: int = Field(
+        default=16, ge=1, le=1024, description="Mirrored calls in flight from one ingress replica."
+    )
+
+
+class ShadowConfig(BatchConfig):
+    """The shadow replica's `user_config`: batching, candidate timeout, diff log, verdict."""
+
+    candidate_timeout_s: float = Field(
+        default=2.0, gt=0, le=300, description="A candidate slower than this counts as timed out."
+    )
+    diff_log_dir: Path = Field(
+        default=Path("/tmp/ray-serve-inference/shadow"),
+        description="Where shadow-diff-<candidate>.jsonl and its rotations are written.",
+    )
+    diff_log_max_bytes: int = Field(default=10 << 20, ge=4096)
+    diff_log_backups: int = Field(default=3, ge=0, le=100)
+    diff_log_min_abs_delta: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Rows whose labels agree are still logged when scores differ this much.",
+    )
+    min_compared_rows: int = Field(default=500, ge=1)
+    min_label_agreement: float = Field(default=0.95, ge=0, le=1)
+    max_candidate_failure_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_latency_ratio: float = Field(default=2.0, gt=0)
+
+
 class AppArgs(BaseModel):
     """Arguments of the application builder (`deployments.app:build_app`)."""
 
@@ -50,9 +99,6 @@ class AppArgs(BaseModel):
     primary_version: str = "1"
     candidate_version: str | None = Field(
         default="2", description="Version served by the shadow replica; null disables shadowing."
-    )
-    shadow_sample_rate: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Fraction of requests mirrored to the candidate."
     )
     device: str = Field(
         default="auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:N'."

@@ -64,6 +64,11 @@ class MethodNotAllowed(ServingError):
     code = "method_not_allowed"
 
 
+class ShadowNotConfigured(ServingError):
+    status_code = 404
+    code = "shadow_not_configured"
+
+
 class PayloadTooLarge(ServingError):
     status_code = 413
     code = "payload_too_large"

@@ -11,7 +11,7 @@ methods Serve wraps. Exception handlers are registered before `@serve.ingress(ap
 import asyncio
 import json
 import logging
-import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.config import AppArgs
+from deployments.config import AppArgs, IngressConfig
 from deployments.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -32,11 +32,14 @@ from deployments.errors import (
     PayloadTooLarge,
     RouteNotFound,
     ServingError,
+    ShadowNotConfigured,
 )
 from deployments.metadata import ModelMetadata, read_metadata
+from deployments.metrics import MirrorMetrics
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
 from deployments.schema import build_instance_model
+from deployments.shadow_mirror import Mirror
 
 logger = logging.getLogger("ray.serve")
 
@@ -130,7 +133,7 @@ class ServedModel:
     input_schema: dict[str, Any]
     validator: DeploymentHandle
     model: DeploymentHandle
-    shadow: DeploymentHandle | None
+    mirror: Mirror | None
 
 
 @serve.deployment(name="Ingress")
@@ -144,7 +147,11 @@ class Ingress:
         shadow: DeploymentHandle | None,
     ) -> None:
         self.args = args
+        self.config = IngressConfig()
         metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
+        mirror = None
+        if shadow is not None:
+            mirror = Mirror(shadow, self.config, MirrorMetrics(args.model_name))
         self.models = {
             args.model_name: ServedModel(
                 metadata=metadata,
@@ -152,10 +159,15 @@ class Ingress:
                 input_schema=build_instance_model(metadata).model_json_schema(),
                 validator=validator,
                 model=model,
-                shadow=shadow,
+                mirror=mirror,
             )
         }
-        self._mirrors: set[asyncio.Task[Any]] = set()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.config = IngressConfig.model_validate(user_config or {})
+        for served in self.models.values():
+            if served.mirror is not None:
+                served.mirror.reconfigure(self.config)
 
     # ---- KServe v1 -------------------------------------------------------------------
 
@@ -189,8 +201,7 @@ class Ingress:
         body = await self._json_body(request)
         instances = v1.parse_predict(body, self.args.max_instances_per_request)
         features = await served.validator.features.remote(instances)
-        outputs = await served.model.predict.remote(features)
-        self._mirror(served, features, outputs, request)
+        outputs = await self._infer(served, features, request)
         return JSONResponse(
             {
                 "predictions": v1.predictions(outputs),
@@ -198,6 +209,18 @@ class Ingress:
                 "model_version": served.metadata.version,
             }
         )
+
+    # ---- shadow mode -------------------------------------------------------------------
+
+    @app.get("/v1/shadow/report", responses=_ERRORS)
+    async def shadow_report(self, model: str | None = None) -> dict[str, Any]:
+        """How the candidate compares with the primary, and whether to promote it."""
+        name = model if model is not None else next(iter(self.models))
+        mirror = self._served(name).mirror
+        if mirror is None:
+            raise ShadowNotConfigured(f"model {name!r} has no candidate in shadow mode")
+        report = await mirror.shadow.report.remote(mirror.counts())
+        return {**report, "sample_rate": self.config.shadow_sample_rate}
 
     # ---- Open Inference Protocol v2 ----------------------------------------------------
 
@@ -259,8 +282,7 @@ class Ingress:
         served = self._served(name, version)
         infer = v2.parse_infer(await self._json_body(request))
         features = await served.validator.features_from_tensors.remote(infer.inputs)
-        outputs = await served.model.predict.remote(features)
-        self._mirror(served, features, outputs, request)
+        outputs = await self._infer(served, features, request)
         return JSONResponse(v2.infer_response(served.metadata, outputs, infer.id, infer.outputs))
 
     # ---- helpers -----------------------------------------------------------------------
@@ -299,9 +321,16 @@ class Ingress:
         except Exception:  # noqa: BLE001 - any failure to answer means not ready
             return False
 
-    def _mirror(self, served: ServedModel, features: Any, outputs: Any, request: Request) -> None:
-        if served.shadow is None or random.random() >= self.args.shadow_sample_rate:
-            return
-        request_id = request.headers.get("x-request-id", "")
-        # Not awaited: the primary's answer never waits on the candidate.
-        served.shadow.mirror.remote(features, outputs, request_id)
+    async def _infer(self, served: ServedModel, features: Any, request: Request) -> Any:
+        started = time.perf_counter()
+        outputs = await served.model.predict.remote(features)
+        if served.mirror is not None:
+            served.mirror.offer(
+                {
+                    "features": features,
+                    "primary": outputs,
+                    "primary_latency_ms": (time.perf_counter() - started) * 1000,
+                    "request_id": request.headers.get("x-request-id", ""),
+                }
+            )
+        return outputs

@@ -35,7 +35,9 @@ def serve_part(command: str) -> list[str]:
     last = command.split("&&")[-1].strip()
     argv = shlex.split(last)
     assert argv[-3:] == ["serve", "run", "serve_config.yaml"] or argv[-2:] == [
-        "run", "serve_config.yaml"], f"README's first command does not end in serve run: {last}"
+        "run",
+        "serve_config.yaml",
+    ], f"README's first command does not end in serve run: {last}"
     # `.venv/bin/serve` in the README; here, the serve of the interpreter running the tests.
     argv[0] = str(Path(sys.executable).parent / "serve")
     return argv
@@ -54,8 +56,14 @@ def served(tmp_path_factory) -> Iterator[tuple[str, float]]:
     argv = serve_part(readme_commands()[0])
     started = time.monotonic()
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     base = "http://127.0.0.1:8000"
 
     def ready_or_exited() -> bool:
@@ -106,8 +114,9 @@ def test_v1_predict_built_from_the_published_schema(served, record_property) -> 
     info = requests.get(f"{base}/v1/models/{MODEL}", timeout=10).json()
     assert info["ready"] is True
     instance = instance_from_schema(info["input_schema"])
-    resp = requests.post(f"{base}/v1/models/{MODEL}:predict", json={"instances": [instance]},
-                         timeout=30)
+    resp = requests.post(
+        f"{base}/v1/models/{MODEL}:predict", json={"instances": [instance]}, timeout=30
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["predictions"][0]["label"] in ("legit", "fraud")
     assert resp.headers["x-request-id"]

@@ -26,6 +26,7 @@ READY_TIMEOUT_S = 180
 @dataclass
 class Service:
     base_url: str
+    metrics_url: str
     config: dict[str, Any]
     http: requests.Session
     deploy: Callable[[dict[str, Any]], None]
@@ -37,8 +38,7 @@ class Service:
 def base_config(port: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["shadow_sample_rate"] = 1.0
-    return config
+    return with_user_config(config, "Ingress", shadow_sample_rate=1.0)
 
 
 @pytest.fixture(scope="package")
@@ -48,22 +48,35 @@ def service() -> Iterator[Service]:
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20)
+    metrics_port = free_port()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=256 * 2**20,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     port = free_port()
     config = base_config(port)
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_start(http_options=schema.http_options.model_dump(),
-                         proxy_location=schema.proxy_location)
+    client = serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+    )
 
     def deploy(new_config: dict[str, Any]) -> None:
         client.deploy_apps(ServeDeploySchema.model_validate(new_config), _blocking=False)
 
     http = requests.Session()
-    svc = Service(f"http://127.0.0.1:{port}", config, http, deploy)
+    svc = Service(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", config, http, deploy
+    )
     try:
         deploy(config)
-        wait_until(lambda: http.get(svc.url("/v2/health/ready"), timeout=5).status_code == 200,
-                   READY_TIMEOUT_S, "the application to report ready")
+        wait_until(
+            lambda: http.get(svc.url("/v2/health/ready"), timeout=5).status_code == 200,
+            READY_TIMEOUT_S,
+            "the application to report ready",
+        )
         yield svc
     finally:
         http.close()
@@ -76,6 +89,30 @@ def handles(service: Service) -> Callable[[str], Any]:
     from ray import serve
 
     return lambda name: serve.get_deployment_handle(name, app_name=APP)
+
+
+def wait_for_config(
+    service: Service, expected: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 120
+) -> None:
+    """Wait until the app is RUNNING again and `expected` holds for a fresh report."""
+    from ray import serve
+
+    def settled() -> bool:
+        # RUNNING, and no replica starting or stopping: the rollout is over everywhere.
+        status = serve.status().applications[APP]
+        if status.status != "RUNNING" or any(
+            set(d.replica_states) != {"RUNNING"} for d in status.deployments.values()
+        ):
+            return False
+        return expected(service.http.get(service.url("/v1/shadow/report"), timeout=10).json())
+
+    wait_until(settled, timeout_s, what, interval_s=0.5)
+
+
+def with_import_path(config: dict[str, Any], import_path: str) -> dict[str, Any]:
+    new = copy.deepcopy(config)
+    new["applications"][0]["import_path"] = import_path
+    return new
 
 
 def with_user_config(config: dict[str, Any], deployment: str, **values: Any) -> dict[str, Any]:

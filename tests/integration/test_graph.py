@@ -38,31 +38,47 @@ def test_one_bad_item_never_fails_its_batch(handles) -> None:
 
 def test_user_config_changes_batching_at_runtime(service, handles) -> None:
     model = handles("ModelReplica")
-    assert model.describe.remote().result()["batch"]["max_batch_size"] == 64
-    service.deploy(with_user_config(service.config, "ModelReplica", max_batch_size=8,
-                                    batch_wait_timeout_s=0.01))
+    assert model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 64
+    service.deploy(
+        with_user_config(
+            service.config, "ModelReplica", max_batch_size=8, batch_wait_timeout_s=0.01
+        )
+    )
     try:
-        wait_until(lambda: model.describe.remote().result()["batch"]["max_batch_size"] == 8,
-                   60, "ModelReplica to apply max_batch_size=8")
+        wait_until(
+            lambda: model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 8,
+            60,
+            "ModelReplica to apply max_batch_size=8",
+        )
         records = sample_transactions(30, seed=4)  # now split into 4 chunks
-        resp = service.http.post(service.url(f"/v1/models/{MODEL}:predict"),
-                                 json={"instances": records})
+        resp = service.http.post(
+            service.url(f"/v1/models/{MODEL}:predict"), json={"instances": records}
+        )
         assert resp.status_code == 200 and len(resp.json()["predictions"]) == 30
     finally:
         service.deploy(service.config)
-        wait_until(lambda: model.describe.remote().result()["batch"]["max_batch_size"] == 64,
-                   60, "ModelReplica to return to max_batch_size=64")
+        wait_until(
+            lambda: model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 64,
+            60,
+            "ModelReplica to return to max_batch_size=64",
+        )
 
 
 def test_mirrored_requests_reach_the_shadow(service, handles) -> None:
     shadow = handles("ShadowReplica")
-    before = shadow.stats.remote().result()["mirrored_requests"]
+    before = shadow.report.remote().result(timeout_s=30)["mirrored_requests"]
     for seed in range(5):
-        resp = service.http.post(service.url(f"/v1/models/{MODEL}:predict"),
-                                 json={"instances": sample_transactions(4, seed)})
+        resp = service.http.post(
+            service.url(f"/v1/models/{MODEL}:predict"),
+            json={"instances": sample_transactions(4, seed)},
+        )
         assert resp.status_code == 200
     stats = wait_until(
-        lambda: (s := shadow.stats.remote().result())["mirrored_requests"] >= before + 5 and s,
-        30, "five mirrored requests at sample rate 1.0")
+        lambda: (s := shadow.report.remote().result(timeout_s=30))["mirrored_requests"]
+        >= before + 5
+        and s,
+        30,
+        "five mirrored requests at sample rate 1.0",
+    )
     assert stats["candidate_version"] == "2"
     assert 0.0 <= stats["label_agreement"] <= 1.0 and stats["compared_rows"] >= 20

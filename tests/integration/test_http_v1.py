@@ -115,8 +115,9 @@ def test_bad_input_gets_a_4xx_naming_the_problem(service, body, status, needle) 
     ],
 )
 def test_unreadable_bodies(service, raw: bytes, needle: str) -> None:
-    resp = service.http.post(service.url(PREDICT), data=raw,
-                             headers={"content-type": "application/json"})
+    resp = service.http.post(
+        service.url(PREDICT), data=raw, headers={"content-type": "application/json"}
+    )
     assert 400 <= resp.status_code < 500, resp.text
     assert needle in resp.json()["error"]
 
@@ -130,8 +131,11 @@ def test_unknown_model_and_route(service) -> None:
 
 def test_oversized_payload_and_too_many_instances(service) -> None:
     limit = service.config["applications"][0]["args"]["max_request_bytes"]
-    resp = service.http.post(service.url(PREDICT), data=b"{" + b" " * limit + b"}",
-                             headers={"content-type": "application/json"})
+    resp = service.http.post(
+        service.url(PREDICT),
+        data=b"{" + b" " * limit + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 413 and "exceeds the limit" in resp.json()["error"]
     cap = service.config["applications"][0]["args"]["max_instances_per_request"]
     resp = service.http.post(service.url(PREDICT), json={"instances": [VALID] * (cap + 1)})
@@ -139,8 +143,9 @@ def test_oversized_payload_and_too_many_instances(service) -> None:
 
 
 def test_request_id_is_kept_or_made(service) -> None:
-    resp = service.http.post(service.url(PREDICT), json={"instances": [VALID]},
-                             headers={"x-request-id": "client-42"})
+    resp = service.http.post(
+        service.url(PREDICT), json={"instances": [VALID]}, headers={"x-request-id": "client-42"}
+    )
     # requests joins repeated headers with ", ": equality also proves there is exactly one.
     assert resp.headers["x-request-id"] == "client-42"
     resp = service.http.post(service.url(PREDICT), json={"rows": 1})
@@ -150,9 +155,16 @@ def test_request_id_is_kept_or_made(service) -> None:
 def test_openapi_documents_the_contract(service) -> None:
     spec = service.http.get(service.url("/openapi.json")).json()
     paths = spec["paths"]
-    for path in ("/v1/models", "/v1/models/{name}", "/v1/models/{name}:predict",
-                 "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
-                 "/v2/models/{name}/ready", "/v2/models/{name}/infer"):
+    for path in (
+        "/v1/models",
+        "/v1/models/{name}",
+        "/v1/models/{name}:predict",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/infer",
+    ):
         assert path in paths, path
     body = paths["/v1/models/{name}:predict"]["post"]["requestBody"]
     assert "instances" in json.dumps(body)

@@ -52,8 +52,9 @@ def test_infer_matches_v1(service, client, column: bool) -> None:
     assert response["id"] == "trace-me" and response["model_version"] == "1"
     labels = [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")]
     probs = result.as_numpy("fraud_probability")
-    v1 = service.http.post(service.url(f"/v1/models/{MODEL}:predict"),
-                           json={"instances": records}).json()["predictions"]
+    v1 = service.http.post(
+        service.url(f"/v1/models/{MODEL}:predict"), json={"instances": records}
+    ).json()["predictions"]
     assert labels == [p["label"] for p in v1]
     np.testing.assert_allclose(probs, [p["fraud_probability"] for p in v1], rtol=1e-6)
 
@@ -65,10 +66,12 @@ def test_requested_outputs_only(client) -> None:
 
 
 def test_bad_tensors_are_client_errors_naming_the_tensor(service) -> None:
-    body = {"inputs": [
-        {"name": "amount_usd", "shape": [1], "datatype": "BYTES", "data": ["12"]},
-        {"name": "hour_of_day", "shape": [2], "datatype": "INT64", "data": [1]},
-    ]}
+    body = {
+        "inputs": [
+            {"name": "amount_usd", "shape": [1], "datatype": "BYTES", "data": ["12"]},
+            {"name": "hour_of_day", "shape": [2], "datatype": "INT64", "data": [1]},
+        ]
+    }
     resp = service.http.post(service.url(f"/v2/models/{MODEL}/infer"), json=body)
     assert resp.status_code == 422, resp.text
     error = resp.json()["error"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from deployments.config import AppArgs, BatchConfig
+from deployments.config import AppArgs, BatchConfig, IngressConfig, ShadowConfig
 from deployments.errors import (
     BadRequest,
     InvalidInput,
@@ -43,8 +43,10 @@ def test_serve_config_args_and_user_config_validate(serve_config: dict) -> None:
         assert d["max_ongoing_requests"] > 5, "Serve's default of 5 collapses under load"
         assert d["max_queued_requests"] > 0, "every queue is bounded"
         assert 0 < d["ray_actor_options"]["num_cpus"] < 1
-        if "user_config" in d:
-            BatchConfig.model_validate(d["user_config"])
+        assert d["max_surge_percent"] == 100, "replacements start before old replicas stop"
+    IngressConfig.model_validate(deployments["Ingress"]["user_config"])
+    BatchConfig.model_validate(deployments["ModelReplica"]["user_config"])
+    ShadowConfig.model_validate(deployments["ShadowReplica"]["user_config"])
     assert "autoscaling_config" in deployments["ModelReplica"]
     assert serve_config["http_options"]["host"] == "127.0.0.1"
 
@@ -61,7 +63,6 @@ def test_builder_binds_the_four_deployments(serve_config: dict) -> None:
     [
         ({"model_dir": "/nonexistent"}, "model_dir '/nonexistent' is not a directory"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
-        ({"shadow_sample_rate": 1.5}, "less than or equal to 1"),
         ({"candidate_version": "1"}, "candidate_version equals primary_version"),
         ({"max_batch": 3}, "Extra inputs are not permitted"),
     ],
@@ -69,6 +70,13 @@ def test_builder_binds_the_four_deployments(serve_config: dict) -> None:
 def test_bad_args_say_what_to_change(args: dict, needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
         AppArgs.model_validate(args)
+
+
+def test_user_config_bounds() -> None:
+    with pytest.raises(ValidationError, match="shadow_sample_rate"):
+        IngressConfig(shadow_sample_rate=1.5)
+    with pytest.raises(ValidationError, match="candidate_timeout_s"):
+        ShadowConfig(candidate_timeout_s=0)
 
 
 def test_batch_config_bounds() -> None:
@@ -93,6 +101,9 @@ def test_errors_survive_a_process_boundary(error: ServingError) -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error)
     assert (copy.status_code, copy.message, copy.details) == (
-        error.status_code, error.message, error.details)
+        error.status_code,
+        error.message,
+        error.details,
+    )
     assert getattr(copy, "retry_after_s", None) == getattr(error, "retry_after_s", None)
     assert copy.to_body()["error"] == error.message

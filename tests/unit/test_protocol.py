@@ -18,8 +18,14 @@ def tensors(records: list[dict], nested: bool = False) -> list[v2.RequestInput]:
     for f in META.features:
         data = [r[f.name] for r in records]
         shape = [len(data), 1] if nested else [len(data)]
-        out.append(v2.RequestInput(name=f.name, shape=shape, datatype=TYPES[f.type],
-                                   data=[[d] for d in data] if nested else data))
+        out.append(
+            v2.RequestInput(
+                name=f.name,
+                shape=shape,
+                datatype=TYPES[f.type],
+                data=[[d] for d in data] if nested else data,
+            )
+        )
     return out
 
 

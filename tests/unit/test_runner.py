@@ -33,8 +33,9 @@ def test_batch_results_equal_individual_results_in_order(runner, features) -> No
     for item, result in zip(items, batched):
         alone = runner.outputs(runner.scores(item))
         assert result["label"] == alone["label"]
-        np.testing.assert_allclose(result["fraud_probability"], alone["fraud_probability"],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            result["fraud_probability"], alone["fraud_probability"], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_wrong_width_item_fails_alone(runner, features) -> None:

@@ -1,0 +1,119 @@
+"""Ingress-side mirroring: sample, queue (bounded), send, and never let the shadow hurt.
+
+- Sampling happens after the primary has answered; offering a mirror never blocks.
+- The queue is bounded: when it is full the mirror is dropped and counted, so a slow
+  shadow can never make the ingress hold memory.
+- Sender tasks are created in a fresh `contextvars.Context`, outside any request. Serve
+  cancels a request's child calls when that request is cancelled (client gone, timeout);
+  mirrors sent from these tasks are nobody's children, so they outlive their request.
+- Every failure (timeout, the shadow's own queue full, replica gone) is counted by reason
+  and swallowed: the primary's status and latency do not depend on the shadow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+from collections import Counter
+from typing import Any
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import IngressConfig
+
+logger = logging.getLogger("ray.serve")
+
+
+class Mirror:
+    def __init__(
+        self, shadow: DeploymentHandle, config: IngressConfig, metrics: Any = None
+    ) -> None:
+        self.shadow = shadow
+        self.config = config
+        self.metrics = metrics
+        self.sent = 0
+        self.drops: Counter[str] = Counter()
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._senders: list[asyncio.Task[None]] = []
+
+    def reconfigure(self, config: IngressConfig) -> None:
+        resize = self._queue is not None and (
+            config.shadow_queue_size != self.config.shadow_queue_size
+            or config.shadow_concurrency != self.config.shadow_concurrency
+        )
+        self.config = config
+        if resize:
+            self._stop_senders()
+
+    def offer(self, payload: dict[str, Any]) -> bool:
+        """Maybe mirror this request. Returns whether it was queued."""
+        if random.random() >= self.config.shadow_sample_rate:
+            return False
+        queue = self._ensure_senders()
+        try:
+            queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+            return False
+        return True
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.drops)
+
+    def _ensure_senders(self) -> asyncio.Queue[dict[str, Any]]:
+        if self._queue is None:
+            self._queue = asyncio.Queue(maxsize=self.config.shadow_queue_size)
+            loop = asyncio.get_running_loop()
+            detached = contextvars.Context()
+            self._senders = [
+                loop.create_task(self._send_forever(self._queue), context=detached.copy())
+                for _ in range(self.config.shadow_concurrency)
+            ]
+        return self._queue
+
+    def _stop_senders(self) -> None:
+        # Queued mirrors are given up on a resize; the counters say how many.
+        if self._queue is not None:
+            self.drops["reconfigured"] += self._queue.qsize()
+        for task in self._senders:
+            task.cancel()
+        self._queue, self._senders = None, []
+
+    async def _send_forever(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            payload = await queue.get()
+            try:
+                await self._send(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a sender must never die
+                logger.exception("shadow mirror sender failed")
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        response = self.shadow.mirror.remote(**payload)
+        try:
+            await asyncio.wait_for(_result(response), self.config.shadow_timeout_s)
+        except TimeoutError:
+            response.cancel()
+            self._drop("timeout")
+        except BackPressureError:
+            self._drop("shadow_queue_full")
+        except Exception as exc:  # noqa: BLE001 - replica died, unavailable, ...
+            self._drop("unavailable")
+            logger.warning("mirror to shadow failed: %s: %s", type(exc).__name__, exc)
+        else:
+            self.sent += 1
+            if self.metrics:
+                self.metrics.sent.inc()
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+        if self.metrics:
+            self.metrics.dropped.inc(1, {"reason": reason})
+
+
+async def _result(response: Any) -> Any:
+    return await response

@@ -1,0 +1,47 @@
+"""Candidates that misbehave, for proving the primary never notices. Test-only builders.
+
+Each is the real ShadowReplica with its candidate inference replaced by a fault; the rest
+of the graph (ingress, mirroring, validator, primary) is the production code, deployed
+from serve_config.yaml with only `import_path` pointed here.
+"""
+
+import asyncio
+
+import numpy as np
+from ray.serve import Application
+
+from deployments.app import bind_graph
+from deployments.config import AppArgs
+from deployments.runner import Outputs
+from deployments.shadow_replica import ShadowReplica
+
+
+class _Raising(ShadowReplica.func_or_class):  # type: ignore[misc,name-defined]
+    async def infer(self, features: np.ndarray) -> Outputs:
+        raise RuntimeError("candidate blew up")
+
+
+class _Hanging(ShadowReplica.func_or_class):  # type: ignore[misc,name-defined]
+    async def infer(self, features: np.ndarray) -> Outputs:
+        await asyncio.Event().wait()  # never set
+        raise AssertionError("unreachable")
+
+
+class _TenTimesSlower(ShadowReplica.func_or_class):  # type: ignore[misc,name-defined]
+    async def infer(self, features: np.ndarray) -> Outputs:
+        started = asyncio.get_running_loop().time()
+        outputs = await super().infer(features)
+        await asyncio.sleep(9 * max(asyncio.get_running_loop().time() - started, 0.02))
+        return outputs
+
+
+def build_raising(args: AppArgs) -> Application:
+    return bind_graph(args, ShadowReplica.options(func_or_class=_Raising))
+
+
+def build_hanging(args: AppArgs) -> Application:
+    return bind_graph(args, ShadowReplica.options(func_or_class=_Hanging))
+
+
+def build_slow(args: AppArgs) -> Application:
+    return bind_graph(args, ShadowReplica.options(func_or_class=_TenTimesSlower))

@@ -1,0 +1,193 @@
+"""Shadow mode on a real local Ray: isolation from faulty candidates, sampling, metrics,
+and promotion / rollback under steady load with zero failed requests."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import math
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.integration.conftest import (
+    wait_for_config,
+    with_import_path,
+    with_user_config,
+)
+from tests.support import MODEL, sample_transactions, wait_until
+
+pytestmark = pytest.mark.slow
+PREDICT = f"/v1/models/{MODEL}:predict"
+RECORDS = sample_transactions(64, seed=33)
+
+
+def report(service) -> dict:
+    resp = service.http.get(service.url("/v1/shadow/report"), timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def fire(service, n: int, concurrency: int = 8) -> list[tuple[int, float]]:
+    """n single-instance predicts; (status, seconds) of each."""
+
+    def one(i: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        resp = requests.post(
+            service.url(PREDICT), json={"instances": [RECORDS[i % 64]]}, timeout=30
+        )
+        return resp.status_code, time.perf_counter() - started
+
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.fixture
+def restore(service):
+    yield
+    service.deploy(service.config)
+    wait_for_config(
+        service,
+        lambda r: (r["primary_version"], r["candidate_version"], r["sample_rate"])
+        == ("1", "2", 1.0)
+        and r["candidate_errors"] == r["candidate_timeouts"] == 0,
+        "the standard application to be back",
+    )
+
+
+def test_report_compares_the_real_candidate(service) -> None:
+    before = report(service)
+    assert [s for s, _ in fire(service, 40)] == [200] * 40
+    after = wait_until(
+        lambda: (r := report(service))["compared_requests"] >= before["compared_requests"] + 40
+        and r,
+        30,
+        "40 comparisons",
+    )
+    assert (after["primary_version"], after["candidate_version"]) == ("1", "2")
+    low, high = after["label_agreement_ci95"]
+    assert 0 <= low <= after["label_agreement"] <= high <= 1
+    assert sum(c["rows"] for c in after["confusion"]) == after["compared_rows"]
+    assert after["abs_score_delta"]["p50"] is not None
+    assert after["latency_ms"]["primary"]["p99"] > 0
+    assert after["recommendation"] in ("promote", "hold") and isinstance(after["reasons"], list)
+
+
+@pytest.mark.parametrize(
+    "builder,failure",
+    [
+        ("tests.integration.faulty_candidates:build_raising", "candidate_errors"),
+        ("tests.integration.faulty_candidates:build_hanging", "candidate_timeouts"),
+        ("tests.integration.faulty_candidates:build_slow", None),
+    ],
+    ids=["raises", "hangs", "10x-slower"],
+)
+def test_a_faulty_candidate_never_touches_the_primary(service, restore, builder, failure) -> None:
+    service.deploy(with_import_path(service.config, builder))
+    wait_for_config(service, lambda r: r["mirrored_requests"] == 0, f"{builder} to be serving")
+
+    results = fire(service, 60)
+    assert [s for s, _ in results] == [200] * 60, "the primary answered every request"
+    # Every mirror is accounted for: compared, failed, timed out, or dropped.
+    final = wait_until(
+        lambda: (r := report(service))["mirrored_requests"] + sum(r["dropped"].values()) >= 60
+        and (failure is None or r[failure] > 0)
+        and r,
+        60,
+        "the mirrors to be accounted for",
+    )
+    if failure == "candidate_errors":
+        assert (
+            final["candidate_errors"] == final["mirrored_requests"] and final["compared_rows"] == 0
+        )
+    elif failure == "candidate_timeouts":
+        assert final["compared_rows"] == 0
+    else:
+        assert final["latency_ms"]["p99_ratio"] > 3
+        assert any("latency" in reason for reason in final["reasons"])
+    assert final["recommendation"] == "hold"
+
+
+def test_mirrored_fraction_matches_the_configured_rate(service, restore) -> None:
+    rate, n = 0.3, 400
+    service.deploy(with_user_config(service.config, "Ingress", shadow_sample_rate=rate))
+    wait_for_config(service, lambda r: r["sample_rate"] == rate, "sample rate 0.3")
+    before = report(service)
+    assert [s for s, _ in fire(service, n)] == [200] * n
+
+    def accounted(r: dict) -> int:
+        return r["mirrored_requests"] + sum(r["dropped"].values())
+
+    seen: list[int] = []
+
+    def settled() -> bool:
+        seen.append(accounted(report(service)) - accounted(before))
+        return len(seen) > 1 and seen[-1] == seen[-2] > 0
+
+    wait_until(settled, 30, "the mirrored count to stop changing", interval_s=1.0)
+    count = seen[-1]
+    sigma = math.sqrt(rate * (1 - rate) / n)
+    assert abs(count / n - rate) < 4 * sigma, f"{count}/{n} mirrored at rate {rate}"
+
+
+def test_comparison_metrics_reach_the_prometheus_export(service) -> None:
+    assert [s for s, _ in fire(service, 20)] == [200] * 20
+
+    def scraped() -> str:
+        text = requests.get(service.metrics_url, timeout=10).text
+        needed = (
+            "ray_shadow_compared_rows",
+            "ray_shadow_abs_score_delta_bucket",
+            "ray_shadow_latency_ms_bucket",
+            "ray_shadow_mirrored_requests",
+        )
+        return text if all(name in text for name in needed) else ""
+
+    text = wait_until(scraped, 60, "shadow metrics in the Prometheus export", interval_s=1)
+    line = next(ln for ln in text.splitlines() if ln.startswith("ray_shadow_compared_rows"))
+    assert 'primary_version="1"' in line and 'candidate_version="2"' in line
+
+
+def test_promotion_and_rollback_under_steady_load_fail_no_request(service, restore) -> None:
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def steady_client() -> None:
+        with requests.Session() as http:
+            while not stop.is_set():
+                try:
+                    resp = http.post(
+                        service.url(PREDICT), json={"instances": [RECORDS[0]]}, timeout=30
+                    )
+                    statuses.append(resp.status_code)
+                    if resp.status_code == 200:
+                        versions.add(resp.json()["model_version"])
+                except requests.RequestException as exc:
+                    statuses.append(-1)
+                    print("client error:", exc)
+
+    promoted = copy.deepcopy(service.config)
+    args = promoted["applications"][0]["args"]
+    args["primary_version"], args["candidate_version"] = "2", "1"
+    clients = [threading.Thread(target=steady_client) for _ in range(4)]
+    for t in clients:
+        t.start()
+    try:
+        wait_until(lambda: len(statuses) > 20, 30, "steady load to start")
+        service.deploy(promoted)
+        wait_for_config(service, lambda r: r["primary_version"] == "2", "v2 promoted", 180)
+        wait_until(lambda: "2" in versions, 30, "answers from the promoted v2")
+        service.deploy(service.config)
+        wait_for_config(service, lambda r: r["primary_version"] == "1", "rolled back to v1", 180)
+        count = len(statuses)
+        wait_until(lambda: len(statuses) > count + 20, 30, "load after the rollback")
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(60)
+    failed = [s for s in statuses if s != 200]
+    assert versions == {"1", "2"}
+    assert not failed, f"{len(failed)} of {len(statuses)} requests failed: {set(failed)}"
