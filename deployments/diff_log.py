@@ -40,6 +40,6 @@ class DiffLog:
 
 
 def row_hash(row: Any) -> str:
-    """sha256 of one validated feature row's bytes: joins log lines to inputs without storing them."""
+    """sha256 of one validated feature row: joins log lines to inputs without storing them."""
     data = row.tobytes() if hasattr(row, "tobytes") else json.dumps(row, sort_keys=True).encode()
     return hashlib.sha256(data).hexdigest()[:32]

@@ -100,6 +100,8 @@ def wait_for_config(
     def settled() -> bool:
         # RUNNING, and no replica starting or stopping: the rollout is over everywhere.
         status = serve.status().applications[APP]
+        if status.status == "DEPLOY_FAILED":
+            pytest.fail(f"deploying the application failed: {status.message}")
         if status.status != "RUNNING" or any(
             set(d.replica_states) != {"RUNNING"} for d in status.deployments.values()
         ):

@@ -2,7 +2,8 @@
 
 Each is the real ShadowReplica with its candidate inference replaced by a fault; the rest
 of the graph (ingress, mirroring, validator, primary) is the production code, deployed
-from serve_config.yaml with only `import_path` pointed here.
+from serve_config.yaml with only `import_path` pointed here. No `from __future__ import
+annotations`: Serve reads the builders' `AppArgs` annotation as a class.
 """
 
 import asyncio
