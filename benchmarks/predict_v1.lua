@@ -1,12 +1,13 @@
--- wrk script: one-instance KServe v1 predict against the default fraud-risk model.
-wrk.method = "POST"
-wrk.path = "/v1/models/fraud-risk:predict"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"instances": [{"amount_usd": 182.4, "hour_of_day": 2, "merchant_category": "electronics", "account_age_days": 12, "txn_count_24h": 9, "distance_from_home_km": 840.0, "card_present": false, "foreign_transaction": true, "merchant_risk_score": 0.31}]}'
+-- wrk script: one-instance KServe v1 predicts. The harness prepends `bodies = {...}` (a
+-- sample of transactions from the training distribution); on its own this file sends one.
+bodies = bodies or {'{"instances": [{"amount_usd": 182.4, "hour_of_day": 2, "merchant_category": "electronics", "account_age_days": 12, "txn_count_24h": 9, "distance_from_home_km": 840.0, "card_present": false, "foreign_transaction": true, "merchant_risk_score": 0.31}]}'}
+path = path or "/v1/models/fraud-risk:predict"
+local counter = 0
+local headers = {["Content-Type"] = "application/json"}
 
-local non2xx = 0
-response = function(status, headers, body)
-  if status ~= 200 then non2xx = non2xx + 1 end
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", path, headers, bodies[(counter % #bodies) + 1])
 end
 
 done = function(summary, latency, requests)

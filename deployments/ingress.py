@@ -11,7 +11,6 @@ methods Serve wraps. Exception handlers are registered before `@serve.ingress(ap
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,12 +200,12 @@ class Ingress:
         body = await self._json_body(request)
         instances = v1.parse_predict(body, self.args.max_instances_per_request)
         features = await served.validator.features.remote(instances)
-        outputs = await self._infer(served, features, request)
+        prediction = await self._infer(served, features, request)
         return JSONResponse(
             {
-                "predictions": v1.predictions(outputs),
+                "predictions": v1.predictions(prediction["outputs"]),
                 "model_name": name,
-                "model_version": served.metadata.version,
+                "model_version": prediction["model_version"],
             }
         )
 
@@ -282,8 +281,8 @@ class Ingress:
         served = self._served(name, version)
         infer = v2.parse_infer(await self._json_body(request))
         features = await served.validator.features_from_tensors.remote(infer.inputs)
-        outputs = await self._infer(served, features, request)
-        return JSONResponse(v2.infer_response(served.metadata, outputs, infer.id, infer.outputs))
+        prediction = await self._infer(served, features, request)
+        return JSONResponse(v2.infer_response(served.metadata, prediction, infer.id, infer.outputs))
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -322,15 +321,14 @@ class Ingress:
             return False
 
     async def _infer(self, served: ServedModel, features: Any, request: Request) -> Any:
-        started = time.perf_counter()
-        outputs = await served.model.predict.remote(features)
+        prediction = await served.model.predict.remote(features)
         if served.mirror is not None:
             served.mirror.offer(
                 {
                     "features": features,
-                    "primary": outputs,
-                    "primary_latency_ms": (time.perf_counter() - started) * 1000,
+                    "primary": prediction["outputs"],
+                    "primary_latency_ms": prediction["infer_ms"],
                     "request_id": request.headers.get("x-request-id", ""),
                 }
             )
-        return outputs
+        return prediction

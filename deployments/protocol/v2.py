@@ -122,10 +122,12 @@ def records_from_tensors(
 
 def infer_response(
     metadata: ModelMetadata,
-    outputs: dict[str, list[Any]],
+    prediction: dict[str, Any],
     request_id: str | None,
     requested: list[RequestOutput] | None,
 ) -> dict[str, Any]:
+    """`prediction` is the ModelReplica's answer: outputs and the version that made them."""
+    outputs = prediction["outputs"]
     wanted = [o.name for o in requested] if requested else [o.name for o in metadata.outputs]
     unknown = [name for name in wanted if name not in outputs]
     if unknown:
@@ -135,7 +137,7 @@ def infer_response(
         )
     body: dict[str, Any] = {
         "model_name": metadata.name,
-        "model_version": metadata.version,
+        "model_version": prediction["model_version"],
         "outputs": [
             {
                 "name": name,

@@ -33,7 +33,8 @@ def test_one_bad_item_never_fails_its_batch(handles) -> None:
     results = asyncio.run(burst())
     assert isinstance(results[10], InvalidInput), results[10]
     ok = [r for i, r in enumerate(results) if i != 10]
-    assert all(isinstance(r, dict) and len(r["label"]) == 3 for r in ok), ok
+    assert all(isinstance(r, dict) and len(r["outputs"]["label"]) == 3 for r in ok), ok
+    assert {r["model_version"] for r in ok} == {"1"}
 
 
 def test_user_config_changes_batching_at_runtime(service, handles) -> None:

@@ -78,9 +78,9 @@ def test_report_compares_the_real_candidate(service) -> None:
 @pytest.mark.parametrize(
     "builder,failure",
     [
-        ("tests.integration.faulty_candidates:build_raising", "candidate_errors"),
-        ("tests.integration.faulty_candidates:build_hanging", "candidate_timeouts"),
-        ("tests.integration.faulty_candidates:build_slow", None),
+        ("deployments.chaos:build_raising", "candidate_errors"),
+        ("deployments.chaos:build_hanging", "candidate_timeouts"),
+        ("deployments.chaos:build_slow", None),
     ],
     ids=["raises", "hangs", "10x-slower"],
 )
@@ -191,3 +191,24 @@ def test_promotion_and_rollback_under_steady_load_fail_no_request(service, resto
     failed = [s for s in statuses if s != 200]
     assert versions == {"1", "2"}
     assert not failed, f"{len(failed)} of {len(statuses)} requests failed: {set(failed)}"
+
+
+def test_report_cli_prints_and_gates_on_the_recommendation(service) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "deployments.shadow_report", "--url", service.base_url]
+    text = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert text.returncode in (0, 3), text.stderr
+    assert "label agreement" in text.stdout and "recommendation" in text.stdout
+    raw = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60)
+    report = json.loads(raw.stdout)
+    assert raw.returncode == (0 if report["recommendation"] == "promote" else 3)
+    down = subprocess.run(
+        [sys.executable, "-m", "deployments.shadow_report", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 4 and "cannot reach" in down.stderr

@@ -100,7 +100,7 @@ def test_v2_row_cap() -> None:
 
 
 def test_v2_response_echoes_id_and_types_outputs() -> None:
-    outputs = {"label": ["legit"], "fraud_probability": [0.25]}
+    outputs = {"outputs": {"label": ["legit"], "fraud_probability": [0.25]}, "model_version": "1"}
     body = v2.infer_response(META, outputs, "req-1", None)
     assert body["id"] == "req-1" and body["model_version"] == "1"
     assert body["outputs"] == [

@@ -1,9 +1,10 @@
-"""Candidates that misbehave, for proving the primary never notices. Test-only builders.
+"""Candidates that misbehave on purpose, to rehearse shadow-mode isolation.
 
-Each is the real ShadowReplica with its candidate inference replaced by a fault; the rest
-of the graph (ingress, mirroring, validator, primary) is the production code, deployed
-from serve_config.yaml with only `import_path` pointed here. No `from __future__ import
-annotations`: Serve reads the builders' `AppArgs` annotation as a class.
+Each builder is the production graph with the ShadowReplica's candidate inference replaced
+by a fault: it raises, it hangs, or it is ten times slower. Point `import_path` at one of
+them (e.g. `deployments.chaos:build_slow`) in a staging copy of serve_config.yaml and the
+primary must answer exactly as before. The tests and the shadow benchmark do this.
+No `from __future__ import annotations`: Serve reads the builders' `AppArgs` annotation.
 """
 
 import asyncio

@@ -1,0 +1,197 @@
+"""Start the service from serve_config.yaml on a local Ray and drive it with wrk.
+
+The service is deployed exactly as `serve run serve_config.yaml` deploys it (serve_start +
+deploy_apps of the parsed config), on a free loopback port, so every variant a benchmark
+measures is a config edit of the shipped file, applied the way `serve deploy` applies it.
+wrk generates the load: a C client, so the 2-core machine measures the server, not Python.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).resolve().parent / "predict_v1.lua"
+APP = "inference"
+
+
+@dataclass
+class LoadResult:
+    connections: int
+    duration_s: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: `sudo apt-get install -y wrk` (Debian/Ubuntu)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def shipped_config() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+
+
+def deployment(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def variant(
+    config: dict[str, Any], import_path: str | None = None, **user_configs: dict[str, Any]
+) -> dict[str, Any]:
+    new = copy.deepcopy(config)
+    if import_path:
+        new["applications"][0]["import_path"] = import_path
+    for name, values in user_configs.items():
+        d = deployment(new, name)
+        d["user_config"] = {**d.get("user_config", {}), **values}
+    return new
+
+
+class LocalService:
+    """A local Ray + Serve serving a config; `deploy` applies a new one and waits."""
+
+    def __init__(self, config: dict[str, Any], num_cpus: int | None = None) -> None:
+        import ray
+        from ray.serve._private.api import serve_start
+        from ray.serve.schema import ServeDeploySchema
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        schema = ServeDeploySchema.model_validate(self._on_port(config))
+        self._client = serve_start(
+            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        )
+        started = time.monotonic()
+        self.deploy(config)
+        self.startup_s = time.monotonic() - started
+
+    def _on_port(self, config: dict[str, Any]) -> dict[str, Any]:
+        config = copy.deepcopy(config)
+        config["http_options"]["port"] = self.port
+        return config
+
+    def deploy(self, config: dict[str, Any], timeout_s: float = 240) -> None:
+        from ray import serve
+        from ray.serve.schema import ServeDeploySchema
+
+        self._client.deploy_apps(
+            ServeDeploySchema.model_validate(self._on_port(config)), _blocking=False
+        )
+        time.sleep(1.0)  # let the controller take the new config before we poll its status
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get(APP)
+            if status is not None and status.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"deploy failed: {status.message}")
+            if (
+                status is not None
+                and status.status == "RUNNING"
+                and all(set(d.replica_states) == {"RUNNING"} for d in status.deployments.values())
+                and self._ready()
+            ):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"application not RUNNING within {timeout_s}s")
+
+    def _ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/v2/health/ready", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def mixed_script(n_bodies: int = 256, seed: int = 99) -> Path:
+    """predict_v1.lua preceded by `n_bodies` one-instance bodies drawn from the training
+    distribution, so the load exercises real inputs (and the shadow sees disagreements)."""
+    from deployments.training.fraud_data import generate
+
+    records, _ = generate(n_bodies, seed)
+    bodies = ",\n".join("[[" + json.dumps({"instances": [r]}) + "]]" for r in records)
+    path = Path(tempfile.gettempdir()) / f"predict_v1_mixed_{n_bodies}_{seed}.lua"
+    path.write_text(f"bodies = {{\n{bodies}\n}}\n" + LUA.read_text())
+    return path
+
+
+def run_wrk(
+    url: str, connections: int, duration_s: int, threads: int = 2, script: Path | None = None
+) -> LoadResult:
+    wrk = require_wrk()
+    script = script or mixed_script()
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{duration_s}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration_s + 60,
+    ).stdout
+    summary = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return LoadResult(
+        connections=connections,
+        duration_s=summary["duration_s"],
+        requests=summary["requests"],
+        rps=summary["rps"],
+        p50_ms=summary["p50_ms"],
+        p99_ms=summary["p99_ms"],
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
+    )
+
+
+def write_report(name: str, payload: dict[str, Any], table: str, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out_dir / f"{name}-{stamp}.json").write_text(json.dumps(payload, indent=2, default=_jsonable))
+    md = out_dir / f"{name}-{stamp}.md"
+    md.write_text(table + "\n")
+    return md
+
+
+def _jsonable(obj: Any) -> Any:
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else str(obj)
