@@ -17,6 +17,30 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
+class MemoryGuardConfig(BaseModel):
+    """Memory-aware admission thresholds (see deployments/memory_guard.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_system_used_fraction: float = Field(
+        default=0.90,
+        gt=0,
+        le=1,
+        description="Refuse work above this node memory use; Ray's OOM killer acts at 0.95.",
+    )
+    max_cgroup_used_fraction: float = Field(
+        default=0.90, gt=0, le=1, description="Refuse work above this share of the cgroup limit."
+    )
+    min_gpu_free_fraction: float = Field(
+        default=0.05, ge=0, lt=1, description="Refuse work when less GPU memory than this is free."
+    )
+    retry_after_s: float = Field(default=2.0, gt=0, le=300)
+    check_interval_s: float = Field(
+        default=0.05, ge=0, le=10, description="Readings are reused for this long."
+    )
+
+
 class BatchConfig(BaseModel):
     """Dynamic batching of one model replica; changeable at runtime through user_config."""
 
@@ -34,6 +58,7 @@ class BatchConfig(BaseModel):
         le=1.0,
         description="How long the first request of a batch waits for company.",
     )
+    memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
 
 
 class IngressConfig(BaseModel):
@@ -59,6 +84,31 @@ class IngressConfig(BaseModel):
     shadow_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Mirrored calls in flight from one ingress replica."
     )
+    max_inflight_requests: int = Field(
+        default=192,
+        ge=1,
+        le=100_000,
+        description="Data-plane requests one ingress replica works on at once; more get 503 "
+        "with a Retry-After computed from the observed drain rate. Keep it below "
+        "max_ongoing_requests so the ingress, not the proxy, says no.",
+    )
+    max_retry_after_s: float = Field(default=30.0, ge=1, le=3600)
+    retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries of an inference call whose replica died (idempotent, so safe).",
+    )
+    retry_max_wait_s: float = Field(default=2.0, gt=0, le=60)
+    max_deadline_ms: int = Field(
+        default=60_000,
+        ge=1,
+        description="Upper bound accepted for the x-request-deadline-ms header.",
+    )
+    cache_enabled: bool = True
+    cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400)
+    cache_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
 
 
 class ShadowConfig(BatchConfig):
@@ -105,6 +155,13 @@ class AppArgs(BaseModel):
     )
     max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
     max_instances_per_request: int = Field(default=1024, ge=1, description="More get 413.")
+    auth_token_env: str = Field(
+        default="INFERENCE_AUTH_TOKEN",
+        description="Environment variable holding the bearer token; unset means no auth.",
+    )
+    auth_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token (e.g. a mounted secret)."
+    )
 
     @field_validator("device")
     @classmethod

@@ -28,6 +28,9 @@ class ServingError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.details))
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
         if self.details:
@@ -74,12 +77,30 @@ class PayloadTooLarge(ServingError):
     code = "payload_too_large"
 
 
+class Unauthorized(ServingError):
+    status_code = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class DeadlineExceeded(ServingError):
+    """The request's own deadline (x-request-deadline-ms) passed; its work was cancelled."""
+
+    status_code = 504
+    code = "deadline_exceeded"
+
+
 class NotReady(ServingError):
     """The model is still loading or warming up."""
 
     status_code = 503
     code = "not_ready"
     retry_after_s: float = 5.0
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": _seconds(self.retry_after_s)}
 
 
 class Overloaded(ServingError):
@@ -100,6 +121,12 @@ class Overloaded(ServingError):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.details, self.retry_after_s))
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": _seconds(self.retry_after_s)}
+
+    def to_body(self) -> dict[str, Any]:
+        return {**super().to_body(), "retry_after_s": self.retry_after_s}
+
 
 class InferenceFailed(ServingError):
     """The model could not produce a valid answer for an item (e.g. non-finite output)."""
@@ -110,3 +137,8 @@ class InferenceFailed(ServingError):
 
 class ArtifactError(Exception):
     """A model artifact on disk is unusable. Raised at startup, never per request."""
+
+
+def _seconds(value: float) -> str:
+    """Retry-After is whole seconds (RFC 9110); never 0, which would invite a stampede."""
+    return str(max(1, int(-(-value // 1))))

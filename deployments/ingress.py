@@ -11,6 +11,8 @@ methods Serve wraps. Exception handlers are registered before `@serve.ingress(ap
 import asyncio
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +23,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.admission import DEADLINE_HEADER, Admission, Deadline
+from deployments.auth import BearerAuth, load_token
 from deployments.config import AppArgs, IngressConfig
 from deployments.errors import (
     BadRequest,
+    DeadlineExceeded,
     MethodNotAllowed,
     ModelNotFound,
     NotReady,
@@ -33,17 +38,26 @@ from deployments.errors import (
     ServingError,
     ShadowNotConfigured,
 )
+from deployments.memory_guard import MemoryGuard
 from deployments.metadata import ModelMetadata, read_metadata
-from deployments.metrics import MirrorMetrics
+from deployments.metrics import IngressMetrics, MirrorMetrics
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
+from deployments.resilience import ResultCache, is_transient, retry_transient
 from deployments.schema import build_instance_model
 from deployments.shadow_mirror import Mirror
 
 logger = logging.getLogger("ray.serve")
 
 READY_PROBE_TIMEOUT_S = 2.0
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 503, 504)}
+_DEADLINE_PARAM = {
+    "name": DEADLINE_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "Time budget in ms; past it the work is cancelled and the answer is 504.",
+}
 
 app = FastAPI(
     title="Ray Serve inference service",
@@ -59,13 +73,9 @@ app = FastAPI(
 
 def error_response(exc: BaseException) -> JSONResponse:
     error = as_serving_error(exc)
-    headers = {}
-    retry_after = getattr(error, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
-    if error.status_code >= 500 and not isinstance(error, (NotReady, Overloaded)):
+    if error.status_code >= 500 and not isinstance(error, (NotReady, Overloaded, DeadlineExceeded)):
         logger.error("request failed: %s", error.message, exc_info=exc)
-    return JSONResponse(error.to_body(), status_code=error.status_code, headers=headers)
+    return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers())
 
 
 def as_serving_error(exc: BaseException) -> ServingError:
@@ -80,9 +90,8 @@ def as_serving_error(exc: BaseException) -> ServingError:
     from ray.serve import exceptions as serve_exc
 
     if isinstance(exc, serve_exc.BackPressureError):
-        return Overloaded(
-            "the model is at capacity; retry after the indicated delay", retry_after_s=1.0
-        )
+        # Normally mapped in Ingress._call with a drain-rate Retry-After; this is the fallback.
+        return Overloaded("the model is at capacity; retry after the indicated delay")
     if isinstance(
         exc,
         (
@@ -147,6 +156,9 @@ class Ingress:
     ) -> None:
         self.args = args
         self.config = IngressConfig()
+        self.auth = BearerAuth(load_token(args.auth_token_env, args.auth_token_file))
+        self.metrics = IngressMetrics(args.model_name)
+        self._apply(self.config)
         metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
         mirror = None
         if shadow is not None:
@@ -163,19 +175,37 @@ class Ingress:
         }
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.config = IngressConfig.model_validate(user_config or {})
+        self._apply(IngressConfig.model_validate(user_config or {}))
         for served in self.models.values():
             if served.mirror is not None:
                 served.mirror.reconfigure(self.config)
 
+    def _apply(self, config: IngressConfig) -> None:
+        old, self.config = self.config, config
+        if not hasattr(self, "admission"):
+            self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
+        self.admission.max_inflight = config.max_inflight_requests
+        self.admission.max_retry_after_s = config.max_retry_after_s
+        if not hasattr(self, "cache") or (old.cache_ttl_s, old.cache_max_entries) != (
+            config.cache_ttl_s,
+            config.cache_max_entries,
+        ):
+            self.cache = ResultCache(
+                config.cache_enabled, config.cache_ttl_s, config.cache_max_entries
+            )
+        self.cache.enabled = config.cache_enabled
+        self.memory = MemoryGuard(config.memory)
+
     # ---- KServe v1 -------------------------------------------------------------------
 
-    @app.get("/v1/models", response_model=v1.ModelList)
-    async def list_models(self) -> dict[str, Any]:
+    @app.get("/v1/models", response_model=v1.ModelList, responses=_ERRORS)
+    async def list_models(self, request: Request) -> dict[str, Any]:
+        self.auth.check(request.headers.get("authorization"))
         return {"models": sorted(self.models)}
 
     @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
-    async def model_info(self, name: str) -> dict[str, Any]:
+    async def model_info(self, name: str, request: Request) -> dict[str, Any]:
+        self.auth.check(request.headers.get("authorization"))
         served = self._served(name)
         return {
             "name": name,
@@ -192,15 +222,22 @@ class Ingress:
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": v1.PredictRequest.model_json_schema()}},
-            }
+            },
+            "parameters": [_DEADLINE_PARAM],
         },
     )
     async def predict(self, name: str, request: Request) -> JSONResponse:
         served = self._served(name)
-        body = await self._json_body(request)
-        instances = v1.parse_predict(body, self.args.max_instances_per_request)
-        features = await served.validator.features.remote(instances)
-        prediction = await self._infer(served, features, request)
+        with self._admitted(request) as deadline:
+            body = await self._json_body(request)
+            instances = v1.parse_predict(body, self.args.max_instances_per_request)
+            prediction = await self._predict(
+                served,
+                instances,
+                lambda: served.validator.features.remote(instances),
+                deadline,
+                request,
+            )
         return JSONResponse(
             {
                 "predictions": v1.predictions(prediction["outputs"]),
@@ -212,8 +249,9 @@ class Ingress:
     # ---- shadow mode -------------------------------------------------------------------
 
     @app.get("/v1/shadow/report", responses=_ERRORS)
-    async def shadow_report(self, model: str | None = None) -> dict[str, Any]:
+    async def shadow_report(self, request: Request, model: str | None = None) -> dict[str, Any]:
         """How the candidate compares with the primary, and whether to promote it."""
+        self.auth.check(request.headers.get("authorization"))
         name = model if model is not None else next(iter(self.models))
         mirror = self._served(name).mirror
         if mirror is None:
@@ -244,7 +282,10 @@ class Ingress:
         response_model=v2.ModelMetadataResponse,
         responses=_ERRORS,
     )
-    async def v2_model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+    async def v2_model_metadata(
+        self, name: str, request: Request, version: str | None = None
+    ) -> dict[str, Any]:
+        self.auth.check(request.headers.get("authorization"))
         served = self._served(name, version)
         return v2.model_metadata(served.metadata, served.versions)
 
@@ -266,7 +307,8 @@ class Ingress:
                 "content": {
                     "application/json": {"schema": v2.InferenceRequest.model_json_schema()}
                 },
-            }
+            },
+            "parameters": [_DEADLINE_PARAM],
         },
     )
     @app.post(
@@ -279,12 +321,93 @@ class Ingress:
         self, name: str, request: Request, version: str | None = None
     ) -> JSONResponse:
         served = self._served(name, version)
-        infer = v2.parse_infer(await self._json_body(request))
-        features = await served.validator.features_from_tensors.remote(infer.inputs)
-        prediction = await self._infer(served, features, request)
+        with self._admitted(request) as deadline:
+            infer = v2.parse_infer(await self._json_body(request))
+            payload = [tensor.model_dump() for tensor in infer.inputs]
+            prediction = await self._predict(
+                served,
+                payload,
+                lambda: served.validator.features_from_tensors.remote(infer.inputs),
+                deadline,
+                request,
+            )
         return JSONResponse(v2.infer_response(served.metadata, prediction, infer.id, infer.outputs))
 
     # ---- helpers -----------------------------------------------------------------------
+
+    @contextmanager
+    def _admitted(self, request: Request) -> Iterator[Deadline]:
+        """Auth, deadline, memory and in-flight admission: all before any work is done."""
+        self.auth.check(request.headers.get("authorization"))
+        deadline = Deadline.from_header(
+            request.headers.get(DEADLINE_HEADER), self.config.max_deadline_ms
+        )
+        with ExitStack() as stack:
+            try:
+                self.memory.check()
+                stack.enter_context(self.admission.admit())
+            except Overloaded as exc:
+                self.metrics.rejections.inc(1, {"reason": exc.details[0]["reason"]})
+                raise
+            yield deadline
+
+    async def _predict(
+        self,
+        served: ServedModel,
+        payload: Any,
+        validate: Callable[[], Any],
+        deadline: Deadline,
+        request: Request,
+    ) -> dict[str, Any]:
+        key = ResultCache.key(served.metadata.name, served.metadata.version, payload)
+        cached = self.cache.get(key)
+        if self.cache.enabled:
+            self.metrics.cache.inc(1, {"result": "hit" if cached is not None else "miss"})
+        if cached is not None:
+            return cached
+        features = await self._call(validate, deadline, "validation")
+        prediction = await self._call(
+            lambda: served.model.predict.remote(features), deadline, "inference"
+        )
+        self.cache.put(key, prediction)
+        if served.mirror is not None:
+            served.mirror.offer(
+                {
+                    "features": features,
+                    "primary": prediction["outputs"],
+                    "primary_latency_ms": prediction["infer_ms"],
+                    "request_id": request.headers.get("x-request-id", ""),
+                }
+            )
+        return prediction
+
+    async def _call(self, issue: Callable[[], Any], deadline: Deadline, what: str) -> Any:
+        """One downstream call: idempotent, so retried when its replica died; a full
+        downstream queue becomes a 503 whose Retry-After comes from the drain rate."""
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            return await retry_transient(
+                lambda: deadline.run(issue(), what),
+                self.config.retry_attempts,
+                self.config.retry_max_wait_s,
+                on_retry=lambda exc: self.metrics.retries.inc(),
+            )
+        except BackPressureError:
+            self.metrics.rejections.inc(1, {"reason": "downstream_queue_full"})
+            raise Overloaded(
+                f"the {what} stage is at capacity (its queue is full)",
+                [{"reason": "downstream_queue_full"}],
+                self.admission.retry_after_s(),
+            ) from None
+        except Exception as exc:
+            if is_transient(exc):
+                raise Overloaded(
+                    f"the {what} stage is unavailable ({type(exc).__name__})",
+                    [{"reason": "replica_unavailable"}],
+                    self.admission.retry_after_s(),
+                ) from exc
+            raise
 
     def _served(self, name: str, version: str | None = None) -> ServedModel:
         served = self.models.get(name)
@@ -319,16 +442,3 @@ class Ingress:
             return all(await asyncio.wait_for(asyncio.gather(*checks), READY_PROBE_TIMEOUT_S))
         except Exception:  # noqa: BLE001 - any failure to answer means not ready
             return False
-
-    async def _infer(self, served: ServedModel, features: Any, request: Request) -> Any:
-        prediction = await served.model.predict.remote(features)
-        if served.mirror is not None:
-            served.mirror.offer(
-                {
-                    "features": features,
-                    "primary": prediction["outputs"],
-                    "primary_latency_ms": prediction["infer_ms"],
-                    "request_id": request.headers.get("x-request-id", ""),
-                }
-            )
-        return prediction

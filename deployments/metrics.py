@@ -96,3 +96,26 @@ class MirrorMetrics:
         )
         self.sent.set_default_tags({"model": model})
         self.dropped.set_default_tags({"model": model})
+
+
+class IngressMetrics:
+    """Admission, cache and retries, as one ingress replica sees them."""
+
+    def __init__(self, model: str) -> None:
+        self.cache = metrics.Counter(
+            "result_cache_lookups",
+            "TTL result-cache lookups, by result (hit or miss).",
+            tag_keys=("model", "result"),
+        )
+        self.rejections = metrics.Counter(
+            "admission_rejections",
+            "Requests refused before work, by reason.",
+            tag_keys=("model", "reason"),
+        )
+        self.retries = metrics.Counter(
+            "inference_retries",
+            "Inference calls retried after a replica failure.",
+            tag_keys=("model",),
+        )
+        for metric in (self.cache, self.rejections, self.retries):
+            metric.set_default_tags({"model": model})

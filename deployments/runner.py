@@ -8,6 +8,7 @@ whose output is not finite fails alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,18 @@ class ModelRunner:
                 f"{declared}; a binary classifier serves ['label', '{self.score_output}']"
             )
         self.module = artifact.module.to(device=device, dtype=torch.float32).eval()
+
+    def bytes_per_row(self) -> int:
+        """Estimated peak bytes one row costs in a forward pass: its input and every
+        layer's activations in float32, times 2 for temporaries (softmax, copies)."""
+        widths = [m.out_features for m in self.module.modules() if isinstance(m, torch.nn.Linear)]
+        return 4 * (self.width + sum(widths)) * 2
+
+    def gpu_memory_probe(self) -> Callable[[], tuple[int, int]] | None:
+        if self.device.type != "cuda":
+            return None
+        device = self.device
+        return lambda: torch.cuda.mem_get_info(device)
 
     @torch.inference_mode()
     def scores(self, rows: np.ndarray) -> np.ndarray:

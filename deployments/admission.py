@@ -1,0 +1,123 @@
+"""Admission at the ingress: a bounded number of requests in flight, a Retry-After computed
+from how fast requests are actually draining, and per-request deadlines.
+
+`Retry-After` is `in_flight / drain_rate`: the time the requests already admitted need to
+finish at the rate they have been finishing over the last `window_s`, clamped to
+[1, max_retry_after_s]. A client that honours it comes back roughly when there is room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from deployments.errors import BadRequest, DeadlineExceeded, Overloaded
+
+T = TypeVar("T")
+DEADLINE_HEADER = "x-request-deadline-ms"
+
+
+class Admission:
+    def __init__(
+        self,
+        max_inflight: int,
+        max_retry_after_s: float = 30.0,
+        window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_inflight = max_inflight
+        self.max_retry_after_s = max_retry_after_s
+        self.window_s = window_s
+        self.inflight = 0
+        self.rejected = 0
+        self._clock = clock
+        self._done: deque[float] = deque(maxlen=100_000)
+
+    def drain_rate_per_s(self) -> float:
+        now = self._clock()
+        while self._done and now - self._done[0] > self.window_s:
+            self._done.popleft()
+        if not self._done:
+            return 0.0
+        span = max(now - self._done[0], 1.0)
+        return len(self._done) / span
+
+    def retry_after_s(self) -> float:
+        rate = self.drain_rate_per_s()
+        if rate <= 0:
+            return self.max_retry_after_s
+        return min(self.max_retry_after_s, max(1.0, math.ceil(self.inflight / rate)))
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.inflight >= self.max_inflight:
+            self.rejected += 1
+            raise Overloaded(
+                f"{self.inflight} requests in flight, the limit of this ingress replica; "
+                f"draining at {self.drain_rate_per_s():.0f}/s",
+                [
+                    {
+                        "reason": "inflight_limit",
+                        "inflight": self.inflight,
+                        "limit": self.max_inflight,
+                    }
+                ],
+                self.retry_after_s(),
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self._done.append(self._clock())
+
+
+class Deadline:
+    """A per-request time budget from the `x-request-deadline-ms` header, or none."""
+
+    def __init__(self, budget_ms: int | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.budget_ms = budget_ms
+        self.expires_at = None if budget_ms is None else clock() + budget_ms / 1000
+
+    @classmethod
+    def from_header(cls, value: str | None, max_ms: int) -> Deadline:
+        if value is None:
+            return cls(None)
+        try:
+            budget = int(value)
+        except ValueError:
+            raise BadRequest(
+                f"{DEADLINE_HEADER} must be an integer number of milliseconds, got {value!r}"
+            ) from None
+        if not 1 <= budget <= max_ms:
+            raise BadRequest(f"{DEADLINE_HEADER} must be between 1 and {max_ms}, got {budget}")
+        return cls(budget)
+
+    def remaining_s(self) -> float | None:
+        return None if self.expires_at is None else self.expires_at - self._clock()
+
+    async def run(self, response: Any, what: str) -> Any:
+        """Await a DeploymentResponse within the budget; cancel it and 504 when it runs out."""
+        remaining = self.remaining_s()
+        if remaining is None:
+            return await response
+        if remaining <= 0:
+            response.cancel()
+            raise DeadlineExceeded(f"deadline of {self.budget_ms} ms passed before {what}")
+        try:
+            return await asyncio.wait_for(_awaited(response), remaining)
+        except TimeoutError:
+            response.cancel()
+            raise DeadlineExceeded(
+                f"deadline of {self.budget_ms} ms passed during {what}; the work was cancelled"
+            ) from None
+
+
+async def _awaited(response: Awaitable[T]) -> T:
+    return await response
