@@ -25,6 +25,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "predict_v1.lua"
+OVERLOAD_LUA = Path(__file__).resolve().parent / "overload.lua"
 APP = "inference"
 
 
@@ -38,6 +39,12 @@ class LoadResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    statuses: dict[str, int] | None = None
+
+    @property
+    def goodput_rps(self) -> float:
+        ok = self.statuses["200"] if self.statuses else self.requests - self.non_2xx
+        return ok / self.duration_s
 
 
 def require_wrk() -> str:
@@ -134,15 +141,20 @@ class LocalService:
         ray.shutdown()
 
 
-def mixed_script(n_bodies: int = 256, seed: int = 99) -> Path:
+def mixed_script(n_bodies: int = 256, seed: int = 99, extra: Path | None = None) -> Path:
     """predict_v1.lua preceded by `n_bodies` one-instance bodies drawn from the training
     distribution, so the load exercises real inputs (and the shadow sees disagreements)."""
     from deployments.training.fraud_data import generate
 
     records, _ = generate(n_bodies, seed)
     bodies = ",\n".join("[[" + json.dumps({"instances": [r]}) + "]]" for r in records)
-    path = Path(tempfile.gettempdir()) / f"predict_v1_mixed_{n_bodies}_{seed}.lua"
-    path.write_text(f"bodies = {{\n{bodies}\n}}\n" + LUA.read_text())
+    suffix = f"_{extra.stem}" if extra else ""
+    path = Path(tempfile.gettempdir()) / f"predict_v1_mixed_{n_bodies}_{seed}{suffix}.lua"
+    path.write_text(
+        f"bodies = {{\n{bodies}\n}}\n"
+        + LUA.read_text()
+        + ("\n" + extra.read_text() if extra else "")
+    )
     return path
 
 
@@ -170,6 +182,7 @@ def run_wrk(
         timeout=duration_s + 60,
     ).stdout
     summary = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    statuses = re.search(r"^STATUS (.*)$", out, re.M)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return LoadResult(
@@ -181,6 +194,7 @@ def run_wrk(
         p99_ms=summary["p99_ms"],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
+        statuses=json.loads(statuses.group(1)) if statuses else None,
     )
 
 

@@ -130,7 +130,7 @@ class MemoryGuard:
             raise Overloaded(
                 f"memory pressure: {worst.resource} memory {worst.used_fraction:.1%} used "
                 f"({worst.used_bytes >> 20} of {worst.limit_bytes >> 20} MiB), over the "
-                f"{self._limit(worst):.0%} admission threshold",
+                f"{self._limit(worst):.1%} admission threshold",
                 [
                     {
                         "reason": "memory_pressure",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import math
-import threading
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from tests.integration.conftest import (
     with_import_path,
     with_user_config,
 )
+from tests.integration.load import SteadyLoad
 from tests.support import MODEL, sample_transactions, wait_until
 
 pytestmark = pytest.mark.slow
@@ -151,46 +151,19 @@ def test_comparison_metrics_reach_the_prometheus_export(service) -> None:
 
 
 def test_promotion_and_rollback_under_steady_load_fail_no_request(service, restore) -> None:
-    statuses: list[int] = []
-    versions: set[str] = set()
-    stop = threading.Event()
-
-    def steady_client() -> None:
-        with requests.Session() as http:
-            while not stop.is_set():
-                try:
-                    resp = http.post(
-                        service.url(PREDICT), json={"instances": [RECORDS[0]]}, timeout=30
-                    )
-                    statuses.append(resp.status_code)
-                    if resp.status_code == 200:
-                        versions.add(resp.json()["model_version"])
-                except requests.RequestException as exc:
-                    statuses.append(-1)
-                    print("client error:", exc)
-
     promoted = copy.deepcopy(service.config)
     args = promoted["applications"][0]["args"]
     args["primary_version"], args["candidate_version"] = "2", "1"
-    clients = [threading.Thread(target=steady_client) for _ in range(4)]
-    for t in clients:
-        t.start()
-    try:
-        wait_until(lambda: len(statuses) > 20, 30, "steady load to start")
+    with SteadyLoad(service.base_url) as load:
         service.deploy(promoted)
         wait_for_config(service, lambda r: r["primary_version"] == "2", "v2 promoted", 180)
-        wait_until(lambda: "2" in versions, 30, "answers from the promoted v2")
+        wait_until(lambda: load.versions["2"] > 0, 30, "answers from the promoted v2")
         service.deploy(service.config)
         wait_for_config(service, lambda r: r["primary_version"] == "1", "rolled back to v1", 180)
-        count = len(statuses)
-        wait_until(lambda: len(statuses) > count + 20, 30, "load after the rollback")
-    finally:
-        stop.set()
-        for t in clients:
-            t.join(60)
-    failed = [s for s in statuses if s != 200]
-    assert versions == {"1", "2"}
-    assert not failed, f"{len(failed)} of {len(statuses)} requests failed: {set(failed)}"
+        load.wait_for_more(20)
+    assert set(load.versions) == {"1", "2"}
+    failed = load.failures()
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} requests failed: {failed[:3]}"
 
 
 def test_report_cli_prints_and_gates_on_the_recommendation(service) -> None:

@@ -1,0 +1,65 @@
+"""256 connections against a 2-core service: every answer is a 200 or a fast 503/429 with
+Retry-After; no 500, no dropped connection; goodput holds; ready right after.
+Load comes from wrk (a C client: a Python client on 2 cores would measure itself)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from benchmarks.harness import OVERLOAD_LUA, mixed_script, run_wrk
+from tests.integration.load import RECORDS
+from tests.support import MODEL
+
+pytestmark = pytest.mark.slow
+
+
+def probe_rejections(url: str, stop: threading.Event, out: list[tuple[int, float]]) -> None:
+    with requests.Session() as http:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                resp = http.post(
+                    f"{url}/v1/models/{MODEL}:predict", json={"instances": [RECORDS[1]]}, timeout=30
+                )
+                out.append((resp.status_code, time.perf_counter() - started))
+            except requests.RequestException:
+                out.append((-1, time.perf_counter() - started))
+
+
+def test_256_connections_get_200_or_a_fast_503_with_retry_after(service) -> None:
+    script = mixed_script(extra=OVERLOAD_LUA)
+    low = [run_wrk(service.base_url, c, 8, script=script) for c in (8, 32)]
+    peak = max(r.goodput_rps for r in low)
+
+    stop, probes = threading.Event(), []
+    prober = threading.Thread(target=probe_rejections, args=(service.base_url, stop, probes))
+    prober.start()
+    try:
+        heavy = run_wrk(service.base_url, 256, 20, script=script)
+    finally:
+        stop.set()
+        prober.join(60)
+
+    statuses = heavy.statuses
+    print(
+        f"\nlow-concurrency peak goodput {peak:.1f}/s; at 256: {heavy.goodput_rps:.1f}/s "
+        f"(ratio {heavy.goodput_rps / peak:.2f}); statuses {statuses}; p99 {heavy.p99_ms} ms"
+    )
+    rejected = [s for code, s in probes if code == 503]
+    if rejected:
+        print(
+            f"probe: {len(rejected)} rejections, p50 {1000 * np.percentile(rejected, 50):.0f} "
+            f"ms, p99 {1000 * np.percentile(rejected, 99):.0f} ms"
+        )
+    assert heavy.socket_errors == 0, "no dropped connections or timeouts"
+    assert statuses["other"] == 0, "nothing but 200, 503 and 429"
+    assert statuses["missing_retry_after"] == 0, "every 503/429 carries Retry-After"
+    assert all(code in (200, 503, 429) for code, _ in probes)
+    assert heavy.goodput_rps >= 0.9 * peak, "goodput under overload stays near the peak"
+    ready = requests.get(f"{service.base_url}/v2/health/ready", timeout=10)
+    assert ready.status_code == 200, "ready right after the storm"
