@@ -1,22 +1,28 @@
-"""Benchmarks. `python -m benchmarks <name> [options]`; `--help` on each.
+"""Benchmarks. `python -m benchmarks <name> [options]`; `--help` on each. Needs wrk
+(`benchmarks/install-wrk.sh`). Results: benchmarks/results/<name>-<time>.{json,md}.
 
-orientation   requests/s and p50/p99 at 8 and 64 connections
-shadow        primary throughput/p99: shadow off vs 10% vs 10% with a slow candidate
+orientation   requests/s and p50/p99 at 8 and 64 connections, deploy-to-ready time
+shadow        primary throughput/p99: shadow off vs 10% vs 10% with a 10x slower candidate
+overload      goodput at 256 connections vs the low-concurrency peak; rejection latency
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+COMMANDS = {
+    "orientation": "benchmarks.orientation",
+    "shadow": "benchmarks.shadow",
+    "overload": "benchmarks.overload",
+}
 
 
 def main() -> None:
-    commands = {"orientation": "benchmarks.orientation", "shadow": "benchmarks.shadow"}
-    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         print(__doc__)
         raise SystemExit(2)
-    import importlib
-
-    importlib.import_module(commands[sys.argv[1]]).main(sys.argv[2:])
+    importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
 
 
 if __name__ == "__main__":

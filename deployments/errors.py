@@ -85,6 +85,13 @@ class Unauthorized(ServingError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class ClientClosedRequest(ServingError):
+    """The client went away before we answered (nginx's 499); nobody reads this answer."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
 class DeadlineExceeded(ServingError):
     """The request's own deadline (x-request-deadline-ms) passed; its work was cancelled."""
 

@@ -22,12 +22,14 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from deployments.admission import DEADLINE_HEADER, Admission, Deadline
 from deployments.auth import BearerAuth, load_token
 from deployments.config import AppArgs, IngressConfig
 from deployments.errors import (
     BadRequest,
+    ClientClosedRequest,
     DeadlineExceeded,
     MethodNotAllowed,
     ModelNotFound,
@@ -83,6 +85,8 @@ def as_serving_error(exc: BaseException) -> ServingError:
     # the original, so typed errors from the Validator or ModelReplica match here too.
     if isinstance(exc, ServingError):
         return exc
+    if isinstance(exc, (ClientDisconnect, asyncio.CancelledError)):
+        return ClientClosedRequest("client disconnected before the answer")
     cause = getattr(exc, "cause", None)
     if isinstance(cause, ServingError):
         return cause
@@ -92,6 +96,9 @@ def as_serving_error(exc: BaseException) -> ServingError:
     if isinstance(exc, serve_exc.BackPressureError):
         # Normally mapped in Ingress._call with a drain-rate Retry-After; this is the fallback.
         return Overloaded("the model is at capacity; retry after the indicated delay")
+    if isinstance(exc, ray_exc.TaskCancelledError):
+        # Serve cancels a request's downstream work when its client disconnects.
+        return ClientClosedRequest("request cancelled: the client disconnected")
     if isinstance(
         exc,
         (

@@ -112,7 +112,10 @@ def test_a_faulty_candidate_never_touches_the_primary(service, restore, builder,
 
 def test_mirrored_fraction_matches_the_configured_rate(service, restore) -> None:
     rate, n = 0.3, 400
-    service.deploy(with_user_config(service.config, "Ingress", shadow_sample_rate=rate))
+    # Cache off: answers served from the result cache are not mirrored (no features to send).
+    service.deploy(
+        with_user_config(service.config, "Ingress", shadow_sample_rate=rate, cache_enabled=False)
+    )
     wait_for_config(service, lambda r: r["sample_rate"] == rate, "sample rate 0.3")
     before = report(service)
     assert [s for s, _ in fire(service, n)] == [200] * n
