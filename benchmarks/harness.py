@@ -204,6 +204,8 @@ def write_report(name: str, payload: dict[str, Any], table: str, out_dir: Path) 
     (out_dir / f"{name}-{stamp}.json").write_text(json.dumps(payload, indent=2, default=_jsonable))
     md = out_dir / f"{name}-{stamp}.md"
     md.write_text(table + "\n")
+    print(table)
+    print(f"written: {md}")
     return md
 
 

@@ -36,8 +36,6 @@ def main(argv: list[str] | None = None) -> None:
         f"Shipped serve_config.yaml, v1 predict, one instance per request "
         f"({time.strftime('%Y-%m-%d %H:%M')})\n\n" + "\n".join(rows)
     )
-    md = write_report(
+    write_report(
         "orientation", {"startup_s": service.startup_s, "results": results}, table, args.out
     )
-    print(table)
-    print(f"written: {md}")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         run_wrk(service.url, args.connections, 5, script=script)  # reach steady overload
         probes: list[tuple[int, float]] = []
         stop = threading.Event()
-        prober = threading.Thread(target=_probe, args=(service.url, stop, probes))
+        prober = threading.Thread(target=probe, args=(service.url, stop, probes))
         prober.start()
         heavy = run_wrk(service.url, args.connections, args.duration_s, script=script)
         stop.set()
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         f"| /v2/health/ready right after | {ready} |",
     ]
     table = f"Overload ({time.strftime('%Y-%m-%d %H:%M')})\n\n" + "\n".join(rows)
-    md = write_report(
+    write_report(
         "overload",
         {
             "low": low,
@@ -101,15 +101,14 @@ def main(argv: list[str] | None = None) -> None:
         table,
         args.out,
     )
-    print(table)
-    print(f"written: {md}")
 
 
 def q(values: list[float], percentile: float) -> float:
     return float(np.percentile(values, percentile)) if values else float("nan")
 
 
-def _probe(url: str, stop: threading.Event, out: list[tuple[int, float]]) -> None:
+def probe(url: str, stop: threading.Event, out: list[tuple[int, float]]) -> None:
+    """Sequential predicts until `stop`, recording (status, seconds); -1 for no answer."""
     with requests.Session() as http:
         while not stop.is_set():
             started = time.perf_counter()

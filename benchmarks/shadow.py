@@ -53,11 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Shadow overhead, {args.connections} connections, {args.duration_s}s each "
         f"({time.strftime('%Y-%m-%d %H:%M')})\n\n" + "\n".join(rows)
     )
-    md = write_report(
-        "shadow", {"connections": args.connections, "results": results}, table, args.out
-    )
-    print(table)
-    print(f"written: {md}")
+    write_report("shadow", {"connections": args.connections, "results": results}, table, args.out)
 
 
 if __name__ == "__main__":

@@ -7,31 +7,16 @@ belongs to the benchmark, the contract to the test."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 import requests
 
 from benchmarks.harness import OVERLOAD_LUA, mixed_script, run_wrk
+from benchmarks.overload import probe
 from tests.integration.conftest import wait_for_config, with_user_config
-from tests.integration.load import RECORDS
-from tests.support import MODEL
 
 pytestmark = pytest.mark.slow
-
-
-def probe_rejections(url: str, stop: threading.Event, out: list[tuple[int, float]]) -> None:
-    with requests.Session() as http:
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                resp = http.post(
-                    f"{url}/v1/models/{MODEL}:predict", json={"instances": [RECORDS[1]]}, timeout=30
-                )
-                out.append((resp.status_code, time.perf_counter() - started))
-            except requests.RequestException:
-                out.append((-1, time.perf_counter() - started))
 
 
 @pytest.fixture
@@ -59,7 +44,7 @@ def test_256_connections_get_200_or_a_fast_503_with_retry_after(service, steady_
     run_wrk(service.base_url, 256, 5, script=script)  # reach the overloaded steady state
 
     stop, probes = threading.Event(), []
-    prober = threading.Thread(target=probe_rejections, args=(service.base_url, stop, probes))
+    prober = threading.Thread(target=probe, args=(service.base_url, stop, probes))
     prober.start()
     try:
         heavy = run_wrk(service.base_url, 256, 20, script=script)
