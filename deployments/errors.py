@@ -149,3 +149,40 @@ class ArtifactError(Exception):
 def _seconds(value: float) -> str:
     """Retry-After is whole seconds (RFC 9110); never 0, which would invite a stampede."""
     return str(max(1, int(-(-value // 1))))
+
+
+def returned_not_raised(fn):  # type: ignore[no-untyped-def]
+    """Make a replica method return its ServingError instead of raising it.
+
+    A client's mistake or a refusal is an answer, not a replica failure: raised, Serve logs
+    it as an ERROR with a traceback in the replica, for every bad request. Returned, it
+    crosses the boundary as a value and the ingress raises it (`raise_if_error`).
+    """
+    import functools
+    import inspect
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return await fn(*args, **kwargs)
+            except ServingError as exc:
+                return exc
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        except ServingError as exc:
+            return exc
+
+    return wrapper
+
+
+def raise_if_error(result: Any) -> Any:
+    if isinstance(result, ServingError):
+        raise result
+    return result

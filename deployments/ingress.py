@@ -39,6 +39,7 @@ from deployments.errors import (
     RouteNotFound,
     ServingError,
     ShadowNotConfigured,
+    raise_if_error,
 )
 from deployments.memory_guard import MemoryGuard
 from deployments.metadata import ModelMetadata, read_metadata
@@ -390,11 +391,12 @@ class Ingress:
 
     async def _call(self, issue: Callable[[], Any], deadline: Deadline, what: str) -> Any:
         """One downstream call: idempotent, so retried when its replica died; a full
-        downstream queue becomes a 503 whose Retry-After comes from the drain rate."""
+        downstream queue becomes a 503 whose Retry-After comes from the drain rate; a typed
+        error the replica returned (see `returned_not_raised`) is raised here."""
         from ray.serve.exceptions import BackPressureError
 
         try:
-            return await retry_transient(
+            result = await retry_transient(
                 lambda: deadline.run(issue(), what),
                 self.config.retry_attempts,
                 self.config.retry_max_wait_s,
@@ -415,6 +417,7 @@ class Ingress:
                     self.admission.retry_after_s(),
                 ) from exc
             raise
+        return raise_if_error(result)
 
     def _served(self, name: str, version: str | None = None) -> ServedModel:
         served = self.models.get(name)

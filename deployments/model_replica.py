@@ -9,10 +9,12 @@ import numpy as np
 from ray import serve
 
 from deployments.batched_model import BatchedModel
+from deployments.errors import returned_not_raised
 
 
 @serve.deployment(name="ModelReplica")
 class ModelReplica(BatchedModel):
+    @returned_not_raised
     async def predict(self, features: np.ndarray) -> dict[str, Any]:
         """Outputs, with the version that produced them and the time spent here.
 

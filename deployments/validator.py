@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.errors import returned_not_raised
 from deployments.metadata import read_metadata
 from deployments.protocol import v2
 from deployments.schema import InputSchema
@@ -23,10 +24,12 @@ class Validator:
         self.schema = InputSchema(self.metadata)
         self.max_instances = max_instances
 
+    @returned_not_raised
     def features(self, instances: list[Any]) -> np.ndarray:
-        """Validate KServe v1 instances; raises InvalidInput naming every bad field."""
+        """Validate KServe v1 instances; InvalidInput names every bad field."""
         return self.schema.to_features(instances)
 
+    @returned_not_raised
     def features_from_tensors(self, inputs: list[v2.RequestInput]) -> np.ndarray:
         """Validate OIP v2 input tensors (one per feature) and vectorise their rows."""
         records = v2.records_from_tensors(inputs, self.metadata, self.max_instances)

@@ -28,6 +28,7 @@ def test_one_bad_item_never_fails_its_batch(handles) -> None:
         calls = [model.predict.remote(x) for x in good[:10]]
         calls.append(model.predict.remote(np.zeros((2, 5), dtype=np.float32)))
         calls += [model.predict.remote(x) for x in good[10:]]
+        # Typed errors come back as values (returned_not_raised), not as exceptions.
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(burst())

@@ -107,3 +107,31 @@ def test_errors_survive_a_process_boundary(error: ServingError) -> None:
     )
     assert getattr(copy, "retry_after_s", None) == getattr(error, "retry_after_s", None)
     assert copy.to_body()["error"] == error.message
+
+
+def test_typed_errors_cross_replicas_as_values() -> None:
+    import asyncio
+
+    from deployments.errors import raise_if_error, returned_not_raised
+
+    @returned_not_raised
+    def validate(x: int) -> int:
+        if x < 0:
+            raise InvalidInput("x: must be >= 0")
+        return x
+
+    @returned_not_raised
+    async def infer(x: int) -> int:
+        if x > 9:
+            raise Overloaded("busy", [], 2.0)
+        if x == 5:
+            raise RuntimeError("a real fault still raises")
+        return x
+
+    assert validate(3) == 3 and isinstance(validate(-1), InvalidInput)
+    assert isinstance(asyncio.run(infer(10)), Overloaded)
+    with pytest.raises(RuntimeError):
+        asyncio.run(infer(5))
+    assert raise_if_error(7) == 7
+    with pytest.raises(InvalidInput):
+        raise_if_error(validate(-1))
