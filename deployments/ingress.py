@@ -163,10 +163,12 @@ class Ingress:
         shadow: DeploymentHandle | None,
     ) -> None:
         self.args = args
-        self.config = IngressConfig()
+        self.config = config = IngressConfig()
         self.auth = BearerAuth(load_token(args.auth_token_env, args.auth_token_file))
         self.metrics = IngressMetrics(args.model_name)
-        self._apply(self.config)
+        self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
+        self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
+        self.memory = MemoryGuard(config.memory)
         metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
         mirror = None
         if shadow is not None:
@@ -183,18 +185,10 @@ class Ingress:
         }
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._apply(IngressConfig.model_validate(user_config or {}))
-        for served in self.models.values():
-            if served.mirror is not None:
-                served.mirror.reconfigure(self.config)
-
-    def _apply(self, config: IngressConfig) -> None:
-        old, self.config = self.config, config
-        if not hasattr(self, "admission"):
-            self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
+        old, config = self.config, IngressConfig.model_validate(user_config or {})
         self.admission.max_inflight = config.max_inflight_requests
         self.admission.max_retry_after_s = config.max_retry_after_s
-        if not hasattr(self, "cache") or (old.cache_ttl_s, old.cache_max_entries) != (
+        if (old.cache_ttl_s, old.cache_max_entries) != (
             config.cache_ttl_s,
             config.cache_max_entries,
         ):
@@ -202,7 +196,11 @@ class Ingress:
                 config.cache_enabled, config.cache_ttl_s, config.cache_max_entries
             )
         self.cache.enabled = config.cache_enabled
-        self.memory = MemoryGuard(config.memory)
+        self.memory.config = config.memory
+        self.config = config
+        for served in self.models.values():
+            if served.mirror is not None:
+                served.mirror.reconfigure(self.config)
 
     # ---- KServe v1 -------------------------------------------------------------------
 
@@ -367,17 +365,19 @@ class Ingress:
         deadline: Deadline,
         request: Request,
     ) -> dict[str, Any]:
-        key = ResultCache.key(served.metadata.name, served.metadata.version, payload)
-        cached = self.cache.get(key)
-        if self.cache.enabled:
+        key = None
+        if self.cache.enabled:  # the key costs a canonical dump and a hash: only when used
+            key = ResultCache.key(served.metadata.name, served.metadata.version, payload)
+            cached = self.cache.get(key)
             self.metrics.cache.inc(1, {"result": "hit" if cached is not None else "miss"})
-        if cached is not None:
-            return cached
+            if cached is not None:
+                return cached
         features = await self._call(validate, deadline, "validation")
         prediction = await self._call(
             lambda: served.model.predict.remote(features), deadline, "inference"
         )
-        self.cache.put(key, prediction)
+        if key is not None:
+            self.cache.put(key, prediction)
         if served.mirror is not None:
             served.mirror.offer(
                 {
