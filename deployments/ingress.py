@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from ray import exceptions as ray_exceptions
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -135,6 +136,14 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     error = ServingError(str(exc.detail))
     error.status_code = exc.status_code
     return error_response(error)
+
+
+@app.exception_handler(ClientDisconnect)
+@app.exception_handler(ray_exceptions.TaskCancelledError)
+async def _client_gone(_: Request, exc: Exception) -> JSONResponse:
+    # Registered by class: Starlette re-raises whatever reaches the catch-all below (so the
+    # server logs it); a client hanging up is routine and must not log a traceback.
+    return error_response(exc)
 
 
 @app.exception_handler(Exception)
