@@ -51,7 +51,7 @@ class BatchedModel:
 
     def chunk_rows(self) -> int:
         """Rows per chunk: the batch size, or fewer if memory headroom cannot hold them."""
-        fits = self.memory_guard.headroom_bytes() // self.runner.bytes_per_row()
+        fits = self.memory_guard.headroom_bytes() // self.runner.bytes_per_row
         return max(1, min(self.batch.max_batch_size, fits))
 
     @memory_guarded(lambda self: self.memory_guard)

@@ -28,11 +28,9 @@ class DiffLog:
         )
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(handler)
-        self.lines_written = 0
 
     def write(self, record: dict[str, Any]) -> None:
         self._logger.info(json.dumps({"ts": round(time.time(), 3), **record}, default=str))
-        self.lines_written += 1
 
     def close(self) -> None:
         for handler in self._logger.handlers:

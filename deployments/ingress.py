@@ -215,12 +215,12 @@ class Ingress:
 
     @app.get("/v1/models", response_model=v1.ModelList, responses=_ERRORS)
     async def list_models(self, request: Request) -> dict[str, Any]:
-        self.auth.check(request.headers.get("authorization"))
+        self._authorize(request)
         return {"models": sorted(self.models)}
 
     @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
     async def model_info(self, name: str, request: Request) -> dict[str, Any]:
-        self.auth.check(request.headers.get("authorization"))
+        self._authorize(request)
         served = self._served(name)
         return {
             "name": name,
@@ -266,7 +266,7 @@ class Ingress:
     @app.get("/v1/shadow/report", responses=_ERRORS)
     async def shadow_report(self, request: Request, model: str | None = None) -> dict[str, Any]:
         """How the candidate compares with the primary, and whether to promote it."""
-        self.auth.check(request.headers.get("authorization"))
+        self._authorize(request)
         name = model if model is not None else next(iter(self.models))
         mirror = self._served(name).mirror
         if mirror is None:
@@ -300,7 +300,7 @@ class Ingress:
     async def v2_model_metadata(
         self, name: str, request: Request, version: str | None = None
     ) -> dict[str, Any]:
-        self.auth.check(request.headers.get("authorization"))
+        self._authorize(request)
         served = self._served(name, version)
         return v2.model_metadata(served.metadata, served.versions)
 
@@ -350,10 +350,13 @@ class Ingress:
 
     # ---- helpers -----------------------------------------------------------------------
 
+    def _authorize(self, request: Request) -> None:
+        self.auth.check(request.headers.get("authorization"))
+
     @contextmanager
     def _admitted(self, request: Request) -> Iterator[Deadline]:
         """Auth, deadline, memory and in-flight admission: all before any work is done."""
-        self.auth.check(request.headers.get("authorization"))
+        self._authorize(request)
         deadline = Deadline.from_header(
             request.headers.get(DEADLINE_HEADER), self.config.max_deadline_ms
         )

@@ -92,7 +92,6 @@ class MemoryGuard:
     def __init__(self, config: MemoryGuardConfig, gpu_probe: GpuProbe | None = None) -> None:
         self.config = config
         self.gpu_probe = gpu_probe
-        self.rejections = 0
         self._cached: tuple[float, list[Reading]] | None = None
 
     def readings(self, fresh: bool = False) -> list[Reading]:
@@ -125,7 +124,6 @@ class MemoryGuard:
         gc.collect()
         over = self._over(self.readings(fresh=True))
         if over:
-            self.rejections += 1
             worst = over[0]
             raise Overloaded(
                 f"memory pressure: {worst.resource} memory {worst.used_fraction:.1%} used "

@@ -49,12 +49,10 @@ class ModelRunner:
                 f"{declared}; a binary classifier serves ['label', '{self.score_output}']"
             )
         self.module = artifact.module.to(device=device, dtype=torch.float32).eval()
-
-    def bytes_per_row(self) -> int:
-        """Estimated peak bytes one row costs in a forward pass: its input and every
-        layer's activations in float32, times 2 for temporaries (softmax, copies)."""
+        # Peak bytes one row costs in a forward pass: its input and every layer's
+        # activations in float32, times 2 for temporaries (softmax, copies).
         widths = [m.out_features for m in self.module.modules() if isinstance(m, torch.nn.Linear)]
-        return 4 * (self.width + sum(widths)) * 2
+        self.bytes_per_row = 4 * (self.width + sum(widths)) * 2
 
     def gpu_memory_probe(self) -> Callable[[], tuple[int, int]] | None:
         if self.device.type != "cuda":

@@ -101,27 +101,25 @@ class ShadowReplica(BatchedModel):
     def _log_diff(self, row: Any, features: np.ndarray, request_id: str, trace_id: str) -> None:
         if self.diff_log is None:
             return
-        try:
-            self.diff_log.write(
-                {
-                    "request_id": request_id,
-                    "trace_id": trace_id,
-                    "row": row.index,
-                    "input_sha256": row_hash(features[row.index]),
-                    "primary": {
-                        "version": self.primary_version,
-                        "label": row.primary_label,
-                        "score": row.primary_score,
-                    },
-                    "candidate": {
-                        "version": self.metadata.version,
-                        "label": row.candidate_label,
-                        "score": row.candidate_score,
-                    },
-                }
-            )
-        except OSError as exc:
-            logger.warning("shadow diff log write failed: %s", exc)
+        # DiffLog writes through a logging handler: a disk error is reported, never raised.
+        self.diff_log.write(
+            {
+                "request_id": request_id,
+                "trace_id": trace_id,
+                "row": row.index,
+                "input_sha256": row_hash(features[row.index]),
+                "primary": {
+                    "version": self.primary_version,
+                    "label": row.primary_label,
+                    "score": row.primary_score,
+                },
+                "candidate": {
+                    "version": self.metadata.version,
+                    "label": row.candidate_label,
+                    "score": row.candidate_score,
+                },
+            }
+        )
 
     def _open_diff_log(self) -> None:
         if self.diff_log is not None:
