@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,15 +21,31 @@ from deployments.artifacts import load_artifact
 from deployments.config import BatchConfig
 from deployments.errors import ServingError
 from deployments.memory_guard import MemoryGuard, memory_guarded
+from deployments.metrics import BatchMetrics, StageMetrics
+from deployments.monitoring import Monitor
 from deployments.runner import ModelRunner, Outputs, resolve_device
+from deployments.tracing import install_log_correlation, link_to_current
 
 logger = logging.getLogger("ray.serve")
 
 
-def _rows(items: list[np.ndarray]) -> int:
-    return sum(
-        len(item) if isinstance(item, np.ndarray) and item.ndim == 2 else 1 for item in items
-    )
+@dataclass
+class BatchItem:
+    """One request (or chunk of one) waiting for a forward pass, with what the batch span
+    needs from it: when it joined the queue and a link to its own trace."""
+
+    features: np.ndarray
+    enqueued_at: float = field(default_factory=time.perf_counter)
+    link: Any = field(default_factory=link_to_current)
+
+    @property
+    def rows(self) -> int:
+        f = self.features
+        return len(f) if isinstance(f, np.ndarray) and f.ndim == 2 else 1
+
+
+def _rows(items: list[BatchItem]) -> int:
+    return sum(item.rows for item in items)
 
 
 class BatchedModel:
@@ -38,6 +56,9 @@ class BatchedModel:
         self.batch = BatchConfig()
         self.memory_guard = MemoryGuard(self.batch.memory, self.runner.gpu_memory_probe())
         self.runner.warm_up(self.batch.max_batch_size)
+        self.monitor = Monitor(_deployment_name(type(self)), StageMetrics(model_name, version))
+        self.batch_metrics = BatchMetrics(model_name, version, self.metadata.task.labels)
+        install_log_correlation(logger)
         logger.info("loaded %s:%s on %s", model_name, version, self.runner.device)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -58,14 +79,32 @@ class BatchedModel:
     async def infer(self, features: np.ndarray) -> Outputs:
         size = self.chunk_rows()
         if not isinstance(features, np.ndarray) or len(features) <= size:
-            return self._unwrap(await self._run_batch(features))
-        chunks = [features[i : i + size] for i in range(0, len(features), size)]
+            return self._unwrap(await self._run_batch(BatchItem(features)))
+        chunks = [BatchItem(features[i : i + size]) for i in range(0, len(features), size)]
         parts = [self._unwrap(p) for p in await asyncio.gather(*map(self._run_batch, chunks))]
         return {name: [v for part in parts for v in part[name]] for name in parts[0]}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_rows)
-    async def _run_batch(self, items: list[np.ndarray]) -> list[Outputs | ServingError]:
-        return self.runner.run_batch(items)
+    async def _run_batch(self, items: list[BatchItem]) -> list[Outputs | ServingError]:
+        started = time.perf_counter()
+        for item in items:
+            self.monitor.record("queue_wait", (started - item.enqueued_at) * 1000)
+        rows = _rows(items)
+        self.batch_metrics.batch(len(items), rows)
+        # One forward pass serves many traces: its span lives in the first request's trace
+        # (Ray makes that context current here) and links to every sampled member's.
+        links = [item.link for item in items if item.link is not None]
+        attributes = {"batch.requests": len(items), "batch.rows": rows}
+        with self.monitor.call("compute", attributes, links):
+            results = self.runner.run_batch([item.features for item in items])
+        self._record_predictions(results)
+        return results
+
+    def _record_predictions(self, results: list[Outputs | ServingError]) -> None:
+        score_name = self.runner.score_output
+        for result in results:
+            if not isinstance(result, ServingError):
+                self.batch_metrics.predicted(result[score_name], result["label"])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -89,3 +128,10 @@ class BatchedModel:
         if isinstance(result, ServingError):
             raise result
         return result
+
+
+def _deployment_name(cls: type) -> str:
+    try:
+        return serve.get_replica_context().deployment
+    except Exception:  # noqa: BLE001 - outside a replica (unit tests): the class's name
+        return cls.__name__

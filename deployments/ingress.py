@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import exceptions as ray_exceptions
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -44,12 +44,15 @@ from deployments.errors import (
 )
 from deployments.memory_guard import MemoryGuard
 from deployments.metadata import ModelMetadata, read_metadata
-from deployments.metrics import IngressMetrics, MirrorMetrics
+from deployments.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
+from deployments.node_metrics import NodeMetrics
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
+from deployments.request_telemetry import RequestTelemetry, TelemetryTarget
 from deployments.resilience import ResultCache, is_transient, retry_transient
 from deployments.schema import build_instance_model
 from deployments.shadow_mirror import Mirror
+from deployments.tracing import current_trace_id, install_log_correlation
 
 logger = logging.getLogger("ray.serve")
 
@@ -70,6 +73,7 @@ app = FastAPI(
     'Errors are JSON `{"error": ..., "code": ...}`.',
     version="0.1.0",
 )
+app.add_middleware(RequestTelemetry)
 
 
 # ---- error mapping: the one place failures become statuses --------------------------------
@@ -175,6 +179,8 @@ class Ingress:
         self.config = config = IngressConfig()
         self.auth = BearerAuth(load_token(args.auth_token_env, args.auth_token_file))
         self.metrics = IngressMetrics(args.model_name)
+        self.node_metrics = NodeMetrics()
+        install_log_correlation(logger)
         self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
         self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
         self.memory = MemoryGuard(config.memory)
@@ -192,6 +198,9 @@ class Ingress:
                 mirror=mirror,
             )
         }
+        app.state.telemetry = TelemetryTarget(
+            RequestMetrics(), {name: m.metadata.version for name, m in self.models.items()}
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         old, config = self.config, IngressConfig.model_validate(user_config or {})
@@ -273,6 +282,16 @@ class Ingress:
             raise ShadowNotConfigured(f"model {name!r} has no candidate in shadow mode")
         report = await mirror.shadow.report.remote(mirror.counts())
         return {**report, "sample_rate": self.config.shadow_sample_rate}
+
+    # ---- operations --------------------------------------------------------------------
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_ERRORS)
+    async def metrics(self, request: Request) -> PlainTextResponse:
+        """Prometheus text from this node's Ray metrics agent: every Ray, Serve and service
+        metric of the processes on this node (all of them under `serve run`)."""
+        self._authorize(request)
+        text = await self.node_metrics.scrape()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # ---- Open Inference Protocol v2 ----------------------------------------------------
 
@@ -397,6 +416,7 @@ class Ingress:
                     "primary": prediction["outputs"],
                     "primary_latency_ms": prediction["infer_ms"],
                     "request_id": request.headers.get("x-request-id", ""),
+                    "trace_id": current_trace_id(),
                 }
             )
         return prediction

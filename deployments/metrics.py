@@ -11,7 +11,16 @@ from collections.abc import Iterable
 
 from ray.serve import metrics
 
-LATENCY_MS_BOUNDARIES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+LATENCY_MS_BOUNDARIES = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+BATCH_ROWS_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+SCORE_BOUNDARIES = [round(0.05 * i, 2) for i in range(1, 20)]
+# Standardised feature values (after the training transform) fall into these bands: a drifting
+# feature moves its rows away from the training distribution's mean 0 / std 1. Counted by band
+# label rather than as a histogram because Ray's histograms take positive boundaries only.
+ZSCORE_BAND_EDGES = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+ZSCORE_BANDS = [
+    "(-inf,-3]", "(-3,-2]", "(-2,-1]", "(-1,0]", "(0,1]", "(1,2]", "(2,3]", "(3,inf)"
+]
 DELTA_BOUNDARIES = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75]
 _VERSIONS = ("model", "primary_version", "candidate_version")
 
@@ -119,3 +128,138 @@ class IngressMetrics:
         )
         for metric in (self.cache, self.rejections, self.retries):
             metric.set_default_tags({"model": model})
+
+
+class RequestMetrics:
+    """Requests as the ingress answers them: by model, version, endpoint and status."""
+
+    def __init__(self) -> None:
+        self.requests = metrics.Counter(
+            "inference_requests",
+            "Requests answered, by model, version, endpoint and HTTP status.",
+            tag_keys=("model", "version", "endpoint", "status"),
+        )
+        self.latency = metrics.Histogram(
+            "inference_request_latency_ms",
+            "Ingress total: from the handler's start to the answer, by endpoint and status.",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=("model", "version", "endpoint", "status"),
+        )
+
+    def answered(
+        self, model: str, version: str, endpoint: str, status: int, elapsed_ms: float
+    ) -> None:
+        tags = {"model": model, "version": version, "endpoint": endpoint, "status": str(status)}
+        self.requests.inc(1, tags)
+        self.latency.observe(elapsed_ms, tags)
+
+
+class StageMetrics:
+    """One stage of the graph (validation, queue wait, compute, ...): latency and outcomes.
+
+    Written only through `deployments.monitoring.Monitor`, the one place that times, logs and
+    counts a call.
+    """
+
+    def __init__(self, model: str, version: str) -> None:
+        tags = {"model": model, "version": version}
+        self.latency = metrics.Histogram(
+            "inference_stage_latency_ms",
+            "Time spent in one stage of the graph, by stage.",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=("model", "version", "stage"),
+        )
+        self.calls = metrics.Counter(
+            "inference_stage_calls",
+            "Calls of one stage, by outcome (ok or the error code).",
+            tag_keys=("model", "version", "stage", "outcome"),
+        )
+        for metric in (self.latency, self.calls):
+            metric.set_default_tags(dict(tags))
+
+    def record(self, stage: str, elapsed_ms: float, outcome: str) -> None:
+        self.latency.observe(elapsed_ms, {"stage": stage})
+        self.calls.inc(1, {"stage": stage, "outcome": outcome})
+
+
+class BatchMetrics:
+    """What a model replica's batches look like and what it predicts, by version."""
+
+    def __init__(self, model: str, version: str, labels: Iterable[str]) -> None:
+        tags = {"model": model, "version": version}
+        self.rows = metrics.Histogram(
+            "inference_batch_rows",
+            "Rows per forward pass.",
+            boundaries=BATCH_ROWS_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.requests = metrics.Histogram(
+            "inference_batch_requests",
+            "Requests (or chunks of one) sharing a forward pass.",
+            boundaries=BATCH_ROWS_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.scores = metrics.Histogram(
+            "prediction_score",
+            "Positive-class score per predicted row.",
+            boundaries=SCORE_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.labels = metrics.Counter(
+            "prediction_labels",
+            "Predicted rows by label.",
+            tag_keys=("model", "version", "label"),
+        )
+        for metric in (self.rows, self.requests, self.scores, self.labels):
+            metric.set_default_tags(dict(tags))
+        self._labels = list(labels)
+
+    def batch(self, requests: int, rows: int) -> None:
+        self.requests.observe(requests)
+        self.rows.observe(rows)
+
+    def predicted(self, scores: Iterable[float], labels: Iterable[str]) -> None:
+        for score in scores:
+            self.scores.observe(score)
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        for label, n in counts.items():
+            self.labels.inc(n, {"label": label})
+
+
+class DriftMetrics:
+    """Input distributions seen by the Validator, against which drift shows before accuracy
+    drops: numeric features as standardised values, categories by value, absent optional
+    fields, and invalid values by field and error type."""
+
+    def __init__(self, model: str, version: str) -> None:
+        tags = {"model": model, "version": version}
+        self.rows = metrics.Counter(
+            "input_rows",
+            "Instances validated, by outcome (valid or invalid): the denominator for rates.",
+            tag_keys=("model", "version", "outcome"),
+        )
+        self.numeric = metrics.Counter(
+            "input_feature_zscore_rows",
+            "Rows by band of a numeric feature's value after the training transform and "
+            "normalisation (training data: mean 0, std 1).",
+            tag_keys=("model", "version", "feature", "band"),
+        )
+        self.category = metrics.Counter(
+            "input_feature_category_rows",
+            "Rows by value of a categorical or boolean feature.",
+            tag_keys=("model", "version", "feature", "value"),
+        )
+        self.missing = metrics.Counter(
+            "input_feature_missing_rows",
+            "Rows where an optional feature was absent and its default was used.",
+            tag_keys=("model", "version", "feature"),
+        )
+        self.invalid = metrics.Counter(
+            "input_feature_invalid_values",
+            "Invalid values refused, by field and error type.",
+            tag_keys=("model", "version", "feature", "error_type"),
+        )
+        for metric in (self.rows, self.numeric, self.category, self.missing, self.invalid):
+            metric.set_default_tags(dict(tags))

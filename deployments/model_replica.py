@@ -10,11 +10,13 @@ from ray import serve
 
 from deployments.batched_model import BatchedModel
 from deployments.errors import returned_not_raised
+from deployments.monitoring import monitored
 
 
 @serve.deployment(name="ModelReplica")
 class ModelReplica(BatchedModel):
     @returned_not_raised
+    @monitored("predict")
     async def predict(self, features: np.ndarray) -> dict[str, Any]:
         """Outputs, with the version that produced them and the time spent here.
 

@@ -6,6 +6,8 @@
 - Sender tasks are created in a fresh `contextvars.Context`, outside any request. Serve
   cancels a request's child calls when that request is cancelled (client gone, timeout);
   mirrors sent from these tasks are nobody's children, so they outlive their request.
+- Each mirror carries the OpenTelemetry context of the request it copies, so the shadow's
+  spans join that request's trace even though the sender task is nobody's child.
 - Every failure (timeout, the shadow's own queue full, replica gone) is counted by reason
   and swallowed: the primary's status and latency do not depend on the shadow.
 """
@@ -19,6 +21,7 @@ import random
 from collections import Counter
 from typing import Any
 
+from opentelemetry import context as otel_context
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -36,7 +39,7 @@ class Mirror:
         self.metrics = metrics
         self.sent = 0
         self.drops: Counter[str] = Counter()
-        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._queue: asyncio.Queue[tuple[dict[str, Any], Any]] | None = None
         self._senders: list[asyncio.Task[None]] = []
 
     def reconfigure(self, config: IngressConfig) -> None:
@@ -54,7 +57,7 @@ class Mirror:
             return False
         queue = self._ensure_senders()
         try:
-            queue.put_nowait(payload)
+            queue.put_nowait((payload, otel_context.get_current()))
         except asyncio.QueueFull:
             self._drop("queue_full")
             return False
@@ -63,7 +66,7 @@ class Mirror:
     def counts(self) -> dict[str, int]:
         return dict(self.drops)
 
-    def _ensure_senders(self) -> asyncio.Queue[dict[str, Any]]:
+    def _ensure_senders(self) -> asyncio.Queue[tuple[dict[str, Any], Any]]:
         if self._queue is None:
             self._queue = asyncio.Queue(maxsize=self.config.shadow_queue_size)
             loop = asyncio.get_running_loop()
@@ -82,15 +85,18 @@ class Mirror:
             task.cancel()
         self._queue, self._senders = None, []
 
-    async def _send_forever(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _send_forever(self, queue: asyncio.Queue[tuple[dict[str, Any], Any]]) -> None:
         while True:
-            payload = await queue.get()
+            payload, trace_context = await queue.get()
+            token = otel_context.attach(trace_context)
             try:
                 await self._send(payload)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a sender must never die
                 logger.exception("shadow mirror sender failed")
+            finally:
+                otel_context.detach(token)
 
     async def _send(self, payload: dict[str, Any]) -> None:
         response = self.shadow.mirror.remote(**payload)

@@ -23,6 +23,7 @@ from deployments.diff_log import DiffLog, row_hash
 from deployments.metrics import ShadowMetrics
 from deployments.runner import Outputs
 from deployments.shadow_compare import ShadowStats, Thresholds
+from deployments.tracing import current_trace_id
 
 logger = logging.getLogger("ray.serve")
 
@@ -61,26 +62,33 @@ class ShadowReplica(BatchedModel):
         trace_id: str = "",
     ) -> None:
         self.stats.mirrored_requests += 1
-        started = time.perf_counter()
-        try:
-            candidate = await asyncio.wait_for(
-                self.infer(features), self.config.candidate_timeout_s
-            )
-        except TimeoutError:
-            self.stats.candidate_timeouts += 1
-            self.metrics.failed("timeout")
-            return
-        except Exception as exc:  # noqa: BLE001 - a failing candidate is data, not an error
-            self.stats.candidate_errors += 1
-            self.metrics.failed("error")
-            logger.warning("candidate failed on request %s: %s", request_id, exc)
-            return
-        candidate_ms = (time.perf_counter() - started) * 1000
-        rows = self.stats.compare(primary, candidate, primary_latency_ms, candidate_ms)
-        self.metrics.compared(rows, primary_latency_ms, candidate_ms)
-        for row in rows:
-            if not row.agrees or row.abs_delta >= self.config.diff_log_min_abs_delta:
-                self._log_diff(row, features, request_id, trace_id)
+        with self.monitor.call("shadow_compare") as span:
+            started = time.perf_counter()
+            try:
+                candidate = await asyncio.wait_for(
+                    self.infer(features), self.config.candidate_timeout_s
+                )
+            except TimeoutError:
+                self.stats.candidate_timeouts += 1
+                self.metrics.failed("timeout")
+                span.set_attribute("shadow.outcome", "timeout")
+                return
+            except Exception as exc:  # noqa: BLE001 - a failing candidate is data, not an error
+                self.stats.candidate_errors += 1
+                self.metrics.failed("error")
+                span.set_attribute("shadow.outcome", "error")
+                logger.warning("candidate failed on request %s: %s", request_id, exc)
+                return
+            candidate_ms = (time.perf_counter() - started) * 1000
+            rows = self.stats.compare(primary, candidate, primary_latency_ms, candidate_ms)
+            self.metrics.compared(rows, primary_latency_ms, candidate_ms)
+            agreed = sum(1 for row in rows if row.agrees)
+            span.set_attribute("shadow.outcome", "compared")
+            span.set_attribute("shadow.rows", len(rows))
+            span.set_attribute("shadow.rows_agreed", agreed)
+            for row in rows:
+                if not row.agrees or row.abs_delta >= self.config.diff_log_min_abs_delta:
+                    self._log_diff(row, features, request_id, trace_id or current_trace_id())
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:
         cfg = self.config

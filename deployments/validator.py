@@ -6,15 +6,22 @@ that validates requests is the one that travelled with the weights.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 from ray import serve
 
-from deployments.errors import returned_not_raised
+from deployments.drift import DriftRecorder
+from deployments.errors import InvalidInput, returned_not_raised
 from deployments.metadata import read_metadata
+from deployments.metrics import DriftMetrics, StageMetrics
+from deployments.monitoring import Monitor, monitored
 from deployments.protocol import v2
 from deployments.schema import InputSchema
+from deployments.tracing import install_log_correlation
+
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(name="Validator")
@@ -23,17 +30,34 @@ class Validator:
         self.metadata = read_metadata(model_dir, model_name, version)
         self.schema = InputSchema(self.metadata)
         self.max_instances = max_instances
+        self.monitor = Monitor("Validator", StageMetrics(model_name, version))
+        self.drift = DriftRecorder(self.metadata, DriftMetrics(model_name, version))
+        install_log_correlation(logger)
 
     @returned_not_raised
+    @monitored("validation")
     def features(self, instances: list[Any]) -> np.ndarray:
         """Validate KServe v1 instances; InvalidInput names every bad field."""
-        return self.schema.to_features(instances)
+        return self._features(lambda: instances, len(instances))
 
     @returned_not_raised
+    @monitored("validation")
     def features_from_tensors(self, inputs: list[v2.RequestInput]) -> np.ndarray:
         """Validate OIP v2 input tensors (one per feature) and vectorise their rows."""
-        records = v2.records_from_tensors(inputs, self.metadata, self.max_instances)
-        return self.schema.to_features(records)
+        rows = max((len(t.data) for t in inputs), default=0)
+        return self._features(
+            lambda: v2.records_from_tensors(inputs, self.metadata, self.max_instances), rows
+        )
+
+    def _features(self, records: Any, instances: int) -> np.ndarray:
+        try:
+            validated = self.schema.validate(records())
+        except InvalidInput as exc:
+            self.drift.invalid(exc, instances)
+            raise
+        matrix = self.schema.vectorize(validated)
+        self.drift.valid(validated, matrix)
+        return matrix
 
     def ready(self) -> bool:
         return True

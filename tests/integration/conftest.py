@@ -2,13 +2,16 @@
 
 The application is deployed through the same path `serve run serve_config.yaml` takes
 (`serve_start` + `deploy_apps` of the parsed config), on a free loopback port, with the
-shadow sampling every request so mirroring is observable. Package-scoped: Ray is shut down
+shadow sampling every request so mirroring is observable. Tracing is on as an operator
+turns it on: the standard OpenTelemetry variables point at a real OTLP receiver on loopback,
+set before Ray starts so every Ray process inherits them. Package-scoped: Ray is shut down
 when this tier finishes, before the e2e tier starts its own.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO, free_port, wait_until
 
 APP = "inference"
@@ -30,6 +34,7 @@ class Service:
     config: dict[str, Any]
     http: requests.Session
     deploy: Callable[[dict[str, Any]], None]
+    otlp: OtlpReceiver
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -48,6 +53,17 @@ def service() -> Iterator[Service]:
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
+    otlp = OtlpReceiver().start()
+    tracing_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        # Spans reach the receiver within 0.2 s instead of the default 5 s.
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # Ray's proxy reads only this variable (serve_config's tracing_config reaches replicas).
+        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "deployments.tracing:span_processors",
+    }
+    saved_env = {key: os.environ.get(key) for key in tracing_env}
+    os.environ.update(tracing_env)
     metrics_port = free_port()
     ray.init(
         num_cpus=2,
@@ -68,7 +84,12 @@ def service() -> Iterator[Service]:
 
     http = requests.Session()
     svc = Service(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", config, http, deploy
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        config,
+        http,
+        deploy,
+        otlp,
     )
     try:
         deploy(config)
@@ -82,6 +103,12 @@ def service() -> Iterator[Service]:
         http.close()
         serve.shutdown()
         ray.shutdown()
+        otlp.stop()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="package")

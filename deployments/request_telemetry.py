@@ -1,0 +1,90 @@
+"""Per-request telemetry at the ingress, as plain ASGI middleware (no extra task per request).
+
+For every HTTP request: one server span named for the Ingress deployment and the matched
+route (continuing the caller's W3C `traceparent`), the trace id in the `x-trace-id` response
+header, and the request counted and timed by model, version, endpoint and status. The route
+template, not the raw path, is the endpoint label, and a model name nobody serves is
+recorded as "_unknown", so clients cannot grow the number of series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from deployments.tracing import TRACE_ID_HEADER, child_span, format_trace_id, request_context
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+@dataclass
+class TelemetryTarget:
+    """What the middleware records into; set on `app.state.telemetry` by the Ingress."""
+
+    metrics: Any  # deployments.metrics.RequestMetrics
+    versions: dict[str, str]  # served model name -> primary version
+
+
+class RequestTelemetry:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        traceparent = None
+        for key, value in scope.get("headers") or ():
+            if key == b"traceparent":
+                traceparent = value.decode("latin-1")
+                break
+        status = 500
+        with child_span(
+            "Ingress",
+            scope.get("method", "HTTP"),
+            parent=request_context(traceparent),
+            kind=SpanKind.SERVER,
+        ) as span:
+            ctx = span.get_span_context()
+            trace_id = format_trace_id(ctx.trace_id).encode() if ctx.is_valid else None
+
+            async def send_with_trace_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    if trace_id is not None:
+                        headers = list(message.get("headers") or [])
+                        headers.append((TRACE_ID_HEADER.encode(), trace_id))
+                        message["headers"] = headers
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_with_trace_id)
+            finally:
+                route = scope.get("route")
+                endpoint = getattr(route, "path", None) or "unmatched"
+                if span.is_recording():
+                    span.update_name(f"Ingress {scope.get('method', 'HTTP')} {endpoint}")
+                    span.set_attribute("http.route", endpoint)
+                    span.set_attribute("http.response.status_code", status)
+                self._record(scope, endpoint, status, (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _record(scope: Scope, endpoint: str, status: int, elapsed_ms: float) -> None:
+        app = scope.get("app")
+        target: TelemetryTarget | None = getattr(getattr(app, "state", None), "telemetry", None)
+        if target is None:
+            return
+        name = (scope.get("path_params") or {}).get("name")
+        if name is None and len(target.versions) == 1:
+            name = next(iter(target.versions))
+        version = target.versions.get(name or "", "")
+        model = name if name in target.versions else "_unknown"
+        target.metrics.answered(model, version, endpoint, status, elapsed_ms)

@@ -1,0 +1,249 @@
+"""Tracing: the span exporter Ray Serve loads, and our child spans inside its traces.
+
+Ray Serve 2.60 creates the tracer provider itself in every proxy and replica, sampling with
+`ParentBasedTraceIdRatio` (a sampled caller is always traced; the rest at the configured
+ratio), and calls the zero-argument function named by `RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH`
+(or `tracing_config.exporter_import_path` in serve_config.yaml) for its span processors. That
+function is `span_processors` below. It follows the standard OpenTelemetry variables:
+
+- `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` set: spans go over OTLP,
+  `http/protobuf` (default) or `grpc` per `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`;
+- neither set: spans go to JSON lines under `INFERENCE_TRACE_DIR`
+  (default /tmp/ray-serve-inference/spans), one file per process.
+
+Export runs on a background thread with a bounded queue (BatchSpanProcessor): a collector that
+is down costs dropped spans, never a request error or a blocked request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+SERVICE_NAME = "ray-serve-inference"
+TRACE_DIR_ENV = "INFERENCE_TRACE_DIR"
+DEFAULT_TRACE_DIR = "/tmp/ray-serve-inference/spans"
+TRACE_ID_HEADER = "x-trace-id"
+_TRACER_NAME = "deployments"
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+# ---- the exporter Ray Serve loads ----------------------------------------------------------
+
+
+def span_processors() -> list[SpanProcessor]:
+    """Span processors for this process (Ray Serve calls this once per proxy and replica)."""
+    # Ray builds its TracerProvider right after this returns, reading the resource from the
+    # environment: name the service unless the operator already did.
+    os.environ.setdefault("OTEL_SERVICE_NAME", SERVICE_NAME)
+    return [DeploymentTagger(), BatchSpanProcessor(make_exporter(os.environ))]
+
+
+class DeploymentTagger(SpanProcessor):
+    """Names the deployment on every span this process starts, including spans from
+    libraries (FastAPI's own, for one) that know nothing of Serve."""
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, str] | None = None
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        if self._attributes is None:
+            self._attributes = _component_attributes()
+        for key, value in self._attributes.items():
+            if span.attributes is None or key not in span.attributes:
+                span.set_attribute(key, value)
+
+
+def _component_attributes() -> dict[str, str]:
+    try:
+        from ray import serve
+
+        replica = serve.get_replica_context()
+        return {"serve.deployment": replica.deployment, "serve.app": replica.app_name}
+    except Exception:  # noqa: BLE001 - not a replica: the proxy (or a test process)
+        return {"serve.component": "proxy"}
+
+
+def make_exporter(env: os._Environ[str] | dict[str, str]) -> SpanExporter:
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint:
+        directory = Path(env.get(TRACE_DIR_ENV) or DEFAULT_TRACE_DIR)
+        return JsonLinesSpanExporter(directory / f"spans-{os.getpid()}.jsonl")
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    raise ValueError(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported here; "
+        "use 'http/protobuf' or 'grpc'"
+    )
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """One JSON object per span per line: greppable by trace id without a collector."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            for span in spans:
+                self._file.write(json.dumps(span_record(span)) + "\n")
+            self._file.flush()
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    parent = span.parent
+    return {
+        "name": span.name,
+        "trace_id": format_trace_id(ctx.trace_id),
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent else None,
+        "kind": span.kind.name,
+        "start_unix_ns": span.start_time,
+        "end_unix_ns": span.end_time,
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+        "links": [
+            {
+                "trace_id": format_trace_id(link.context.trace_id),
+                "span_id": f"{link.context.span_id:016x}",
+            }
+            for link in span.links
+        ],
+        "resource": dict(span.resource.attributes),
+    }
+
+
+# ---- our spans ------------------------------------------------------------------------------
+
+
+def format_trace_id(trace_id: int) -> str:
+    return f"{trace_id:032x}"
+
+
+def current_trace_id() -> str:
+    """The current trace's id (also when it is not sampled), or "" outside any trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format_trace_id(ctx.trace_id) if ctx.is_valid else ""
+
+
+def _current_context() -> Context | None:
+    from ray import serve
+
+    # Ray Serve keeps the request's context in its own context variable chain.
+    return serve.get_trace_context()  # type: ignore[return-value]
+
+
+def request_context(traceparent: str | None) -> Context | None:
+    """The parent for the ingress span: Ray's request span, or the caller's `traceparent`.
+
+    When Ray's proxy is traced it already continued the caller's trace and the current
+    context is inside it. When it is not (the proxy reads only the environment variable),
+    the caller's header is honoured here, so a sampled caller is always traced.
+    """
+    current = _current_context()
+    if not traceparent:
+        return current
+    incoming = _PROPAGATOR.extract({"traceparent": traceparent})
+    incoming_ctx = trace.get_current_span(incoming).get_span_context()
+    if not incoming_ctx.is_valid:
+        return current
+    current_ctx = trace.get_current_span(current).get_span_context()
+    if current_ctx.is_valid and current_ctx.trace_id == incoming_ctx.trace_id:
+        return current
+    return incoming
+
+
+@contextmanager
+def child_span(
+    deployment: str,
+    operation: str,
+    attributes: dict[str, Any] | None = None,
+    *,
+    parent: Context | None = None,
+    links: Sequence[Link] = (),
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> Iterator[Span]:
+    """A span named "<deployment> <operation>", made current for the block.
+
+    Without a tracer provider (tracing off) this is OpenTelemetry's no-op span: cheap.
+    """
+    tracer = trace.get_tracer(_TRACER_NAME)
+    ctx = parent if parent is not None else _current_context()
+    attrs = {"serve.deployment": deployment, **(attributes or {})}
+    with tracer.start_as_current_span(
+        f"{deployment} {operation}",
+        context=ctx,
+        kind=kind,
+        attributes=attrs,
+        links=list(links),
+        record_exception=True,
+    ) as span:
+        yield span
+
+
+def link_to_current() -> Link | None:
+    """A link to the current span, for a batch span that serves many requests' traces."""
+    ctx = trace.get_current_span().get_span_context()
+    return Link(ctx) if ctx.is_valid and ctx.trace_flags.sampled else None
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds `trace_id` to every record of ours: Ray's JSON formatter writes extra attributes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            trace_id = current_trace_id()
+            if trace_id:
+                record.trace_id = trace_id
+        return True
+
+
+def install_log_correlation(logger: logging.Logger) -> None:
+    # A logger-level filter survives Serve reconfiguring the logger's handlers.
+    if not any(isinstance(f, TraceIdFilter) for f in logger.filters):
+        logger.addFilter(TraceIdFilter())
