@@ -64,7 +64,8 @@ class ModelRunner:
     def scores(self, rows: np.ndarray) -> np.ndarray:
         """Positive-class probabilities for a [N, width] float32 matrix."""
         # Arrays from Ray's object store are read-only; torch wants writable memory.
-        inputs = torch.from_numpy(np.require(rows, requirements="W")).to(self.device, dtype=torch.float32, non_blocking=True)
+        writable = np.require(rows, requirements="W")
+        inputs = torch.from_numpy(writable).to(self.device, dtype=torch.float32, non_blocking=True)
         logits = self.module(inputs)
         probs = torch.softmax(logits.float(), dim=1)[:, self._positive]
         return probs.cpu().numpy()

@@ -153,9 +153,12 @@ def series_present(text: str, wanted: str) -> bool:
     name, _, labels = wanted.partition("{")
     pairs = re.findall(r'(\w+)="([^"]*)"', labels)
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in pairs) and 'version="' in line:
-                return True
+        if (
+            (line.startswith(name + "{") or line.startswith(name + " "))
+            and all(f'{k}="{v}"' in line for k, v in pairs)
+            and 'version="' in line
+        ):
+            return True
     return False
 
 
