@@ -20,6 +20,12 @@ W = "[$__rate_interval]"
 PREDICT = 'endpoint=~".*(predict|infer)"'
 
 
+def sel(**labels: str) -> str:
+    """A selector for the chosen models plus exact labels: sel(result="hit")."""
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return '{model=~"$model"' + extra + "}"
+
+
 def q(expr: str, legend: str = "") -> dict[str, str]:
     return {"expr": expr, "legend": legend}
 
@@ -44,7 +50,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 [
                     q(
                         f"histogram_quantile({p}, sum by (le) (rate("
-                        f'ray_inference_request_latency_ms_bucket{{model=~"$model", {PREDICT}}}{W})))',
+                        "ray_inference_request_latency_ms_bucket"
+                        f'{{model=~"$model", {PREDICT}}}{W})))',
                         f"p{int(p * 100)}",
                     )
                     for p in (0.5, 0.9, 0.99)
@@ -66,7 +73,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "percentunit",
                 [
                     q(
-                        f'sum(rate(ray_inference_requests_total{{model=~"$model", status=~"5.."}}{W}))'
+                        'sum(rate(ray_inference_requests_total{model=~"$model", status=~"5.."}'
+                        f"{W}))"
                         f" / sum(rate(ray_inference_requests_total{M}{W}))",
                         "5xx share",
                     )
@@ -115,7 +123,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "percentunit",
                 [
                     q(
-                        f'sum(rate(ray_result_cache_lookups_total{{model=~"$model", result="hit"}}{W}))'
+                        f'sum(rate(ray_result_cache_lookups_total{sel(result="hit")}{W}))'
                         f" / sum(rate(ray_result_cache_lookups_total{M}{W}))",
                         "hit ratio",
                     )
@@ -192,7 +200,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "short",
                 [
                     q(
-                        f'sum(rate(ray_input_rows_total{{model=~"$model", outcome="invalid"}}{W}))'
+                        f'sum(rate(ray_input_rows_total{sel(outcome="invalid")}{W}))'
                         f" / sum(rate(ray_input_rows_total{M}{W}))",
                         "invalid row share",
                     ),
@@ -214,7 +222,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 [
                     q(
                         "sum by (primary_version, candidate_version) (rate("
-                        f'ray_shadow_compared_rows_total{{model=~"$model", agreement="agree"}}{W}))'
+                        f'ray_shadow_compared_rows_total{sel(agreement="agree")}{W}))'
                         " / sum by (primary_version, candidate_version) "
                         f"(rate(ray_shadow_compared_rows_total{M}{W}))",
                         "v{{candidate_version}} vs v{{primary_version}}",

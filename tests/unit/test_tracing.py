@@ -43,9 +43,12 @@ def test_without_an_otlp_endpoint_spans_go_to_json_lines_in_the_documented_dir(t
 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("outer", attributes={"k": 1}):
-        with provider.get_tracer("t").start_as_current_span("inner"):
-            pass
+    tracer = provider.get_tracer("t")
+    with (
+        tracer.start_as_current_span("outer", attributes={"k": 1}),
+        tracer.start_as_current_span("inner"),
+    ):
+        pass
     provider.shutdown()
     records = [json.loads(line) for line in exporter.path.read_text().splitlines()]
     assert [r["name"] for r in records] == ["inner", "outer"]
