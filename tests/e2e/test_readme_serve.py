@@ -1,9 +1,14 @@
-"""The README's serve command, run as a newcomer runs it, called over real HTTP."""
+"""The README's serve command, run as a newcomer runs it, called over real HTTP.
+
+Started with the standard OpenTelemetry variables pointing at a real OTLP receiver on
+loopback, as an operator with a collector would start it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -18,6 +23,7 @@ import pytest
 import requests
 import tritonclient.http as triton
 
+from tests.otlp_receiver import OtlpReceiver
 from tests.support import MODEL, REPO, instance_from_schema, wait_until
 
 pytestmark = pytest.mark.slow
@@ -49,7 +55,14 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, float]]:
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, otlp) -> Iterator[tuple[str, float]]:
     if port_open(8000):
         pytest.fail("something already listens on 127.0.0.1:8000; stop it before this test")
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -62,7 +75,13 @@ def served(tmp_path_factory) -> Iterator[tuple[str, float]]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            },
         )
     base = "http://127.0.0.1:8000"
 
@@ -143,3 +162,32 @@ def test_triton_client_speaks_to_it(served) -> None:
         assert result.as_numpy("fraud_probability").shape == (2,)
     finally:
         client.close()
+
+
+def test_a_sampled_request_is_traced_over_otlp_and_metrics_are_at_the_fixed_address(
+    served, otlp
+) -> None:
+    base, _ = served
+    schema = requests.get(f"{base}/v1/models/{MODEL}", timeout=10).json()["input_schema"]
+    trace_id = secrets.token_hex(16)
+    instance = {**instance_from_schema(schema), "amount_usd": 1234.5}
+    resp = requests.post(
+        f"{base}/v1/models/{MODEL}:predict",
+        json={"instances": [instance]},
+        headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        timeout=30,
+    )
+    assert resp.status_code == 200 and resp.headers["x-trace-id"] == trace_id
+
+    def deployments() -> set[str]:
+        return {s.attributes.get("serve.deployment") for s in otlp.trace(trace_id)}
+
+    wanted = {"Ingress", "Validator", "ModelReplica"}
+    wait_until(lambda: wanted <= deployments(), 30, f"spans of {sorted(wanted)} over OTLP")
+
+    def scraped() -> str:
+        text = requests.get(f"{base}/metrics", timeout=10).text
+        return text if "ray_inference_requests_total{" in text else ""
+
+    text = wait_until(scraped, 60, "service metrics at 127.0.0.1:8000/metrics")
+    assert "ray_inference_stage_latency_ms_bucket" in text
