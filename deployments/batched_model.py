@@ -111,6 +111,7 @@ class BatchedModel:
             "name": self.metadata.name,
             "version": self.metadata.version,
             "device": str(self.runner.device),
+            "node_id": _node_id(),
             "ready": True,
             "batch": self.batch.model_dump(),
         }
@@ -135,3 +136,9 @@ def _deployment_name(cls: type) -> str:
         return serve.get_replica_context().deployment
     except Exception:  # noqa: BLE001 - outside a replica (unit tests): the class's name
         return cls.__name__
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()

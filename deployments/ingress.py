@@ -285,7 +285,9 @@ class Ingress:
 
     # ---- operations --------------------------------------------------------------------
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_ERRORS)
+    # Not part of the inference contract in /openapi.json: an operations endpoint whose
+    # answer is Prometheus text, documented in the README.
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     async def metrics(self, request: Request) -> PlainTextResponse:
         """Prometheus text from this node's Ray metrics agent: every Ray, Serve and service
         metric of the processes on this node (all of them under `serve run`)."""
