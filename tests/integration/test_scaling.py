@@ -48,7 +48,6 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
         target_ongoing_requests=2,
         upscale_delay_s=1,
         downscale_delay_s=4,
-        metrics_interval_s=0.5,
         look_back_period_s=2,
     )
     service.deploy(quick)
