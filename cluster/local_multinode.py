@@ -548,8 +548,8 @@ def up(plan: Plan, timeout_s: float, keep_on_failure: bool) -> int:
         head = plan.nodes[0].ports
         return listening(head["port"]) and listening(head["dashboard-port"])
 
-    def all_nodes_alive() -> bool:
-        return len(_alive_nodes(plan.gcs_address)) >= len(plan.nodes)
+    def nodes_alive(n: int) -> Callable[[], bool]:
+        return lambda: len(_alive_nodes(plan.gcs_address)) >= n
 
     def apps_running() -> bool:
         statuses = _app_statuses(plan)
@@ -561,9 +561,11 @@ def up(plan: Plan, timeout_s: float, keep_on_failure: bool) -> int:
     try:
         start(plan.nodes[0])
         _wait("the head's GCS and dashboard", head_listening, timeout_s, started)
-        for node in plan.nodes[1:]:
+        # One node at a time: on a small machine, raylets starting together can miss Ray's
+        # registration deadline (RAY_raylet_start_wait_time_s) and exit.
+        for count, node in enumerate(plan.nodes[1:], start=2):
             start(node)
-        _wait(f"{len(plan.nodes)} alive nodes", all_nodes_alive, timeout_s, started)
+            _wait(f"{count} alive nodes", nodes_alive(count), timeout_s, started)
         if plan.serve_config_override is not None:
             plan.serve_config.write_text(yaml.safe_dump(plan.serve_config_override))
         print("$ " + shlex.join(plan.deploy_command()))
@@ -655,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     temp_dir = Path(os.path.normpath(args.temp_dir))
     state_file = temp_dir / "multinode" / "state.json"
 
+    # Ray 2.60 turns token auth on for a head when ~/.ray/auth_token exists, but a worker's
+    # `ray start` (and `serve deploy`, `ray list`) only follow RAY_AUTH_MODE: say it for
+    # every process this script starts, token by default, so workers can join their head.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     if args.action == "up":
         plan = make_plan(parser, args)
         if args.dry_run:
