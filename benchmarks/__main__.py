@@ -4,6 +4,7 @@
 orientation   requests/s and p50/p99 at 8 and 64 connections, deploy-to-ready time
 shadow        primary throughput/p99: shadow off vs 10% vs 10% with a 10x slower candidate
 overload      goodput at 256 connections vs the low-concurrency peak; rejection latency
+scaling       autoscaling timeline on live load: replicas, offered load, rps, latency (PNG)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ COMMANDS = {
     "orientation": "benchmarks.orientation",
     "shadow": "benchmarks.shadow",
     "overload": "benchmarks.overload",
+    "scaling": "benchmarks.scaling",
 }
 
 
