@@ -22,7 +22,7 @@ from deployments.config import BatchConfig
 from deployments.errors import ServingError
 from deployments.memory_guard import MemoryGuard, memory_guarded
 from deployments.metrics import BatchMetrics, StageMetrics
-from deployments.monitoring import Monitor
+from deployments.monitoring import Monitor, replica_deployment_name
 from deployments.runner import ModelRunner, Outputs, resolve_device
 from deployments.tracing import install_log_correlation, link_to_current
 
@@ -56,7 +56,9 @@ class BatchedModel:
         self.batch = BatchConfig()
         self.memory_guard = MemoryGuard(self.batch.memory, self.runner.gpu_memory_probe())
         self.runner.warm_up(self.batch.max_batch_size)
-        self.monitor = Monitor(_deployment_name(type(self)), StageMetrics(model_name, version))
+        self.monitor = Monitor(
+            replica_deployment_name(type(self).__name__), StageMetrics(model_name, version)
+        )
         self.batch_metrics = BatchMetrics(model_name, version, self.metadata.task.labels)
         install_log_correlation(logger)
         logger.info("loaded %s:%s on %s", model_name, version, self.runner.device)
@@ -129,13 +131,6 @@ class BatchedModel:
         if isinstance(result, ServingError):
             raise result
         return result
-
-
-def _deployment_name(cls: type) -> str:
-    try:
-        return serve.get_replica_context().deployment
-    except Exception:  # noqa: BLE001 - outside a replica (unit tests): the class's name
-        return cls.__name__
 
 
 def _node_id() -> str:

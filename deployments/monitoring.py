@@ -110,3 +110,13 @@ def monitored(stage: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def replica_deployment_name(default: str) -> str:
+    """The deployment this replica belongs to, or `default` outside a replica (unit tests)."""
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().deployment
+    except Exception:  # noqa: BLE001 - not a replica
+        return default
