@@ -5,6 +5,7 @@ orientation   requests/s and p50/p99 at 8 and 64 connections, deploy-to-ready ti
 shadow        primary throughput/p99: shadow off vs 10% vs 10% with a 10x slower candidate
 overload      goodput at 256 connections vs the low-concurrency peak; rejection latency
 scaling       autoscaling timeline on live load: replicas, offered load, rps, latency (PNG)
+text          the text model: served items/s vs its raw forward pass and a FastAPI baseline
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "shadow": "benchmarks.shadow",
     "overload": "benchmarks.overload",
     "scaling": "benchmarks.scaling",
+    "text": "benchmarks.text",
 }
 
 

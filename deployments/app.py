@@ -83,7 +83,7 @@ def bind_text(args: AppArgs, model_dir: str) -> tuple[Application | None, Applic
         max_ongoing_requests=256,
         max_queued_requests=1024,
         user_config=spec.batch.model_dump(mode="json"),
-    ).bind(model_dir, spec.model_name, spec.version, args.device)
+    ).bind(model_dir, spec.model_name, spec.version, args.device, spec.encoder_torch_threads)
     shadow = None
     if spec.shadow_int8:
         shadow = TextShadowReplica.options(
@@ -91,5 +91,5 @@ def bind_text(args: AppArgs, model_dir: str) -> tuple[Application | None, Applic
             max_ongoing_requests=64,
             max_queued_requests=64,
             user_config=spec.shadow.model_dump(mode="json"),
-        ).bind(model_dir, spec.model_name, spec.version, "cpu")
+        ).bind(model_dir, spec.model_name, spec.version, "cpu", spec.encoder_torch_threads)
     return encoder, shadow

@@ -184,6 +184,13 @@ class TextModelArgs(BaseModel):
         default=0, ge=0, description="1 on GPU nodes: the encoder then runs fp16 on cuda."
     )
     encoder_memory_bytes: int = Field(default=2 << 30, ge=256 << 20)
+    encoder_torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads per forward pass; 0: the node's cores. Ray would otherwise "
+        "give a replica with fractional num_cpus one thread (OMP_NUM_THREADS=1).",
+    )
     batch: TextBatchConfig = Field(default_factory=TextBatchConfig)
     shadow: TextShadowConfig = Field(default_factory=TextShadowConfig)
 

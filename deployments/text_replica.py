@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,10 +67,16 @@ def chunk_by_tokens(encodings: list[Any], budget: int) -> list[list[Any]]:
 class BatchedTextEncoder:
     int8 = False
 
-    def __init__(self, model_dir: str, model_name: str, version: str, device: str) -> None:
+    def __init__(
+        self, model_dir: str, model_name: str, version: str, device: str, torch_threads: int = 0
+    ) -> None:
+        import torch
+
         from deployments.text.encoder import TextEncoder
         from deployments.text.metadata import read_text_metadata
 
+        # Compute-bound: use the cores (Ray sets one thread for a fractional num_cpus).
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
         self.metadata = read_text_metadata(model_dir, model_name, version)
         encoder = TextEncoder.from_metadata(self.metadata, resolve_device(device))
         if self.int8:
@@ -90,7 +97,14 @@ class BatchedTextEncoder:
         )
         self.batch_metrics = TextBatchMetrics(model_name, version)
         install_log_correlation(logger)
-        logger.info("loaded %s:%s (%s) on %s", model_name, version, encoder.variant, encoder.device)
+        logger.info(
+            "loaded %s:%s (%s) on %s, %d threads",
+            model_name,
+            version,
+            encoder.variant,
+            encoder.device,
+            torch.get_num_threads(),
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.batch = TextBatchConfig.model_validate(user_config or {})
@@ -189,8 +203,11 @@ class TextShadowReplica(BatchedTextEncoder):
 
     int8 = True
 
-    def __init__(self, model_dir: str, model_name: str, version: str, device: str) -> None:
-        super().__init__(model_dir, model_name, version, "cpu")  # int8 kernels are CPU-only
+    def __init__(
+        self, model_dir: str, model_name: str, version: str, device: str, torch_threads: int = 0
+    ) -> None:
+        # int8 kernels are CPU-only
+        super().__init__(model_dir, model_name, version, "cpu", torch_threads)
         self.config = TextShadowConfig()
         self.metrics = TextShadowMetrics(model_name, version, self.encoder.variant)
         self.compared_rows = self.agreeing_rows = self.mirrored = 0

@@ -1,0 +1,1 @@
+"""Baseline servers the benchmarks measure ours against, on the same machine and model."""
