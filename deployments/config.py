@@ -188,8 +188,9 @@ class TextModelArgs(BaseModel):
         default=0,
         ge=0,
         le=256,
-        description="CPU threads per forward pass; 0: the node's cores. Ray would otherwise "
-        "give a replica with fractional num_cpus one thread (OMP_NUM_THREADS=1).",
+        description="CPU threads per forward pass; 0 keeps Ray's choice (the replica's "
+        "num_cpus, at least 1). More threads than the cores left over by the ingress and "
+        "proxy make things slower: they spin-wait against the serving path.",
     )
     batch: TextBatchConfig = Field(default_factory=TextBatchConfig)
     shadow: TextShadowConfig = Field(default_factory=TextShadowConfig)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,8 +74,8 @@ class BatchedTextEncoder:
         from deployments.text.encoder import TextEncoder
         from deployments.text.metadata import read_text_metadata
 
-        # Compute-bound: use the cores (Ray sets one thread for a fractional num_cpus).
-        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         self.metadata = read_text_metadata(model_dir, model_name, version)
         encoder = TextEncoder.from_metadata(self.metadata, resolve_device(device))
         if self.int8:
