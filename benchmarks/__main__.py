@@ -1,6 +1,7 @@
 """Benchmarks. `python -m benchmarks <name> [options]`; `--help` on each. Needs wrk
 (`benchmarks/install-wrk.sh`). Results: benchmarks/results/<name>-<time>.{json,md}.
 
+compare       ours vs FastAPI (1, 2 workers), naive Serve and the raw model; --quick, --smoke
 orientation   requests/s and p50/p99 at 8 and 64 connections, deploy-to-ready time
 shadow        primary throughput/p99: shadow off vs 10% vs 10% with a 10x slower candidate
 overload      goodput at 256 connections vs the low-concurrency peak; rejection latency
@@ -14,6 +15,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "compare": "benchmarks.compare",
     "orientation": "benchmarks.orientation",
     "shadow": "benchmarks.shadow",
     "overload": "benchmarks.overload",

@@ -8,8 +8,10 @@ wrk generates the load: a C client, so the 2-core machine measures the server, n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import re
 import shutil
 import socket
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 import yaml
 
@@ -83,13 +86,25 @@ def variant(
 class LocalService:
     """A local Ray + Serve serving a config; `deploy` applies a new one and waits."""
 
-    def __init__(self, config: dict[str, Any], num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        num_cpus: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         import ray
         from ray.serve._private.api import serve_start
         from ray.serve.schema import ServeDeploySchema
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if port_in_use(self.port):
+            raise RuntimeError(f"a stale listener holds 127.0.0.1:{self.port}; stop it first")
+        # Ray's processes inherit the environment at ray.init: that is where modes such as
+        # RAY_SERVE_ENABLE_HA_PROXY take effect. Restored on close.
+        self._saved_env = {key: os.environ.get(key) for key in env or {}}
+        os.environ.update(env or {})
+        self._haproxy_before = _haproxy_pids()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         schema = ServeDeploySchema.model_validate(self._on_port(config))
         self._client = serve_start(
@@ -139,6 +154,27 @@ class LocalService:
 
         serve.shutdown()
         ray.shutdown()
+        # An haproxy started for this service can outlive Ray and keep the port (measured in
+        # ../shared/DESIGN.md): stop the ones that appeared since we started, by pid only.
+        for pid in _haproxy_pids() - self._haproxy_before:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                proc.terminate()
+                proc.wait(10)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _haproxy_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def mixed_script(n_bodies: int = 256, seed: int = 99, extra: Path | None = None) -> Path:

@@ -1,0 +1,324 @@
+"""Ours against what users would run instead, side by side in one run on this machine.
+
+Systems (each alone on the machine while measured, same model, same validation code):
+  raw          the model's batched forward pass in-process (64 rows): the compute limit
+  fastapi-1w   plain FastAPI + uvicorn, 1 worker, model run per request
+  fastapi-2w   the same with 2 workers
+  serve-naive  the same code as one Ray Serve deployment with default settings
+  ours         serve_config.yaml as shipped (validation deployment, batching, 10% shadow,
+               metrics, 1% tracing), result cache off so every request is computed
+  ours-haproxy the same with Ray Serve's HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy
+               in front, the ingress replica serving HTTP directly; no Python proxy hop),
+               when an `haproxy` binary is installed
+
+Closed loop: a wrk concurrency sweep (v1 for all; OIP v2 for ours too). Open loop: ours at
+fractions of its own closed-loop peak, constant rate, latency from the scheduled send
+(benchmarks/openloop.py). Writes JSON, a markdown table of ratios and two PNG plots.
+
+    python -m benchmarks compare            # full: ~15 min
+    python -m benchmarks compare --quick    # ~5 min
+    python -m benchmarks compare --smoke --ours-url http://127.0.0.1:8000   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from benchmarks.harness import (
+    LUA,
+    LocalService,
+    free_port,
+    mixed_script,
+    run_wrk,
+    shipped_config,
+    variant,
+    write_report,
+)
+from benchmarks.openloop import run_open_loop
+from benchmarks.plots import plot_xy
+from deployments.config import resolve_model_dir
+
+MODEL = "fraud-risk"
+MODELS = resolve_model_dir(Path("models"))
+MODES = {
+    "full": {
+        "connections": [1, 8, 32, 64, 128],
+        "duration_s": 15,
+        "open_loop": [0.25, 0.5, 0.75, 1.0],
+        "open_s": 15,
+    },
+    "quick": {"connections": [1, 16, 64], "duration_s": 8, "open_loop": [0.5, 0.9], "open_s": 10},
+    "smoke": {"connections": [4], "duration_s": 2, "open_loop": [], "open_s": 2},
+}
+
+
+def records(n: int = 256) -> list[dict[str, Any]]:
+    from deployments.training.fraud_data import generate
+
+    return generate(n, 99)[0]
+
+
+def v2_script() -> Path:
+    """OIP v2 bodies for the same records: one tensor per feature, shape [1]."""
+    from deployments.metadata import read_metadata
+    from deployments.protocol.v2 import V2_DATATYPES
+
+    metadata = read_metadata(MODELS, MODEL, "1")
+    bodies = []
+    for record in records():
+        inputs = [
+            {
+                "name": f.name,
+                "datatype": V2_DATATYPES[f.type][0],
+                "shape": [1],
+                "data": [record[f.name]],
+            }
+            for f in metadata.features
+            if f.name in record
+        ]
+        bodies.append("[[" + json.dumps({"inputs": inputs}) + "]]")
+    path = Path(tempfile.gettempdir()) / "predict_v2_mixed.lua"
+    path.write_text(
+        "bodies = {\n"
+        + ",\n".join(bodies)
+        + "\n}\n"
+        + f'path = "/v2/models/{MODEL}/infer"\n'
+        + LUA.read_text()
+    )
+    return path
+
+
+def sweep(
+    url: str, connections: list[int], duration_s: int, script: Path | None = None
+) -> list[dict]:
+    run_wrk(url, min(connections), 2, script=script)  # warm-up, discarded
+    return [asdict(run_wrk(url, c, duration_s, script=script)) for c in connections]
+
+
+def raw_rows_per_s(seconds: float = 3.0) -> float:
+    import numpy as np
+    import torch
+
+    from deployments.artifacts import load_artifact
+    from deployments.runner import ModelRunner
+
+    torch.set_num_threads(1)
+    runner = ModelRunner(load_artifact(MODELS, MODEL, "1"), torch.device("cpu"))
+    rows = np.random.default_rng(0).normal(size=(64, runner.width)).astype(np.float32)
+    runner.scores(rows)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        runner.scores(rows)
+        n += 64
+    return n / (time.perf_counter() - start)
+
+
+def fastapi_server(workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.baselines.tabular_fastapi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        start_new_session=True,
+        env={**os.environ, "BASELINE_TORCH_THREADS": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/v2/health/ready", timeout=2).ok:
+                return proc, url
+        except requests.RequestException:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise RuntimeError("FastAPI baseline did not start within 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def naive_config() -> dict[str, Any]:
+    base = shipped_config()
+    return {
+        "proxy_location": base["proxy_location"],
+        "http_options": dict(base["http_options"]),
+        "applications": [
+            {
+                "name": "inference",
+                "route_prefix": "/",
+                "import_path": "benchmarks.baselines.naive_serve:app",
+            }
+        ],
+    }
+
+
+def ours_config() -> dict[str, Any]:
+    return variant(shipped_config(), Ingress={"cache_enabled": False})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks compare", description=__doc__)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true")
+    group.add_argument("--smoke", action="store_true")
+    parser.add_argument("--ours-url", help="measure a service already running here instead")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = MODES[mode]
+    conns, dur = plan["connections"], plan["duration_s"]
+    script = mixed_script()
+    results: dict[str, Any] = {"mode": mode, "connections": conns, "duration_s": dur}
+
+    results["raw_rows_per_s"] = raw_rows_per_s(1.0 if args.smoke else 3.0)
+    print(f"raw forward pass: {results['raw_rows_per_s']:.0f} rows/s", flush=True)
+    closed: dict[str, list[dict]] = {}
+    for workers in [1] if args.smoke else [1, 2]:
+        proc, url = fastapi_server(workers)
+        try:
+            closed[f"fastapi-{workers}w"] = sweep(url, conns, dur, script)
+        finally:
+            stop_server(proc)
+        print(
+            f"fastapi-{workers}w: {[round(r['rps']) for r in closed[f'fastapi-{workers}w']]}",
+            flush=True,
+        )
+
+    if not args.smoke:
+        service = LocalService(naive_config())
+        try:
+            closed["serve-naive"] = sweep(service.url, conns, dur, script)
+        finally:
+            service.close()
+        print(f"serve-naive: {[round(r['rps']) for r in closed['serve-naive']]}", flush=True)
+
+    service = None
+    ours_url = args.ours_url
+    if ours_url is None:
+        service = LocalService(ours_config())
+        ours_url = service.url
+        results["ours_startup_s"] = service.startup_s
+    try:
+        closed["ours"] = sweep(ours_url, conns, dur, script)
+        if not args.smoke:
+            closed["ours (OIP v2)"] = sweep(ours_url, conns, dur, v2_script())
+        peak = max(r["rps"] for r in closed["ours"])
+        bodies = [{"instances": [r]} for r in records(64)]
+        rates = plan["open_loop"] or [10.0 / max(peak, 1e-9)]
+        results["open_loop"] = [
+            asdict(
+                run_open_loop(
+                    f"{ours_url}/v1/models/{MODEL}:predict", bodies, peak * f, plan["open_s"]
+                )
+            )
+            for f in rates
+        ]
+    finally:
+        if service is not None:
+            service.close()
+    if not args.smoke and shutil.which("haproxy"):
+        service = LocalService(ours_config(), env={"RAY_SERVE_ENABLE_HA_PROXY": "1"})
+        try:
+            closed["ours-haproxy"] = sweep(service.url, conns, dur, script)
+        finally:
+            service.close()
+        print(f"ours-haproxy: {[round(r['rps']) for r in closed['ours-haproxy']]}", flush=True)
+    results["closed_loop"] = closed
+    report(results, args.out)
+
+
+def report(results: dict[str, Any], out: Path) -> None:
+    closed = results["closed_loop"]
+    conns = results["connections"]
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    plot_xy(
+        out / f"compare-throughput-{stamp}.png",
+        "Throughput against concurrency (closed loop, wrk)",
+        "connections",
+        "requests/s",
+        {name: (conns, [r["rps"] for r in rows]) for name, rows in closed.items()},
+    )
+    if results.get("open_loop"):
+        ol = results["open_loop"]
+        plot_xy(
+            out / f"compare-latency-{stamp}.png",
+            "ours: latency against offered load (open loop, from scheduled send)",
+            "offered requests/s",
+            "latency ms",
+            {
+                q: ([o["rate_rps"] for o in ol], [o[f"{q}_ms"] for o in ol])
+                for q in ("p50", "p90", "p99")
+            },
+            logy=True,
+        )
+    lines = [
+        f"Mode {results['mode']}, {results['duration_s']} s per point "
+        f"({time.strftime('%Y-%m-%d %H:%M')}); raw forward pass "
+        f"{results['raw_rows_per_s']:.0f} rows/s; "
+        f"ours deploy->ready {results.get('ours_startup_s', float('nan')):.1f} s",
+        "",
+        "| system | " + " | ".join(f"rps @{c}" for c in conns) + " | p99 ms @max | errors |",
+        "| --- | " + " | ".join("---" for _ in conns) + " | --- | --- |",
+    ]
+    for name, rows in closed.items():
+        errors = sum(r["non_2xx"] + r["socket_errors"] for r in rows)
+        rps = " | ".join(f"{r['rps']:.1f}" for r in rows)
+        lines.append(f"| {name} | {rps} | {rows[-1]['p99_ms']:.0f} | {errors} |")
+    baselines = [n for n in closed if not n.startswith("ours")]
+    lines += [
+        "",
+        "| best rps over the sweep, ratio | "
+        + " | ".join(f"÷ {b}" for b in baselines)
+        + " | rows/s ÷ raw forward |",
+        "| --- | " + " | ".join("---" for _ in baselines) + " | --- |",
+    ]
+    for name, rows in closed.items():
+        if not name.startswith("ours"):
+            continue
+        best = max(r["rps"] for r in rows)
+        ratios = " | ".join(f"{best / max(r['rps'] for r in closed[b]):.3f}" for b in baselines)
+        lines.append(f"| {name} | {ratios} | {best / results['raw_rows_per_s']:.4f} |")
+    lines += ["", "| open loop (ours) | value |", "| --- | --- |"]
+    for o in results.get("open_loop", []):
+        lines.append(
+            f"| open loop {o['rate_rps']:.1f} req/s: p50 / p99 ms, ok/sent | "
+            f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f}, {o['ok']}/{o['sent']} |"
+        )
+    write_report("compare", results, "\n".join(lines), out)
+
+
+if __name__ == "__main__":
+    main()

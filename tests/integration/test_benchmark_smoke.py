@@ -1,0 +1,45 @@
+"""The comparison benchmark's smoke mode runs end to end (seconds): baselines started and
+stopped, wrk and the open-loop client driving real HTTP, reports and plots written. Numbers
+live in the benchmark's reports, not here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "compare",
+            "--smoke",
+            "--ours-url",
+            service.base_url,
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    (report,) = out.glob("compare-*.json")
+    data = json.loads(report.read_text())
+    assert {"fastapi-1w", "ours"} <= set(data["closed_loop"])
+    for rows in data["closed_loop"].values():
+        assert rows[0]["requests"] > 0 and rows[0]["non_2xx"] == 0
+    assert data["raw_rows_per_s"] > 0
+    assert data["open_loop"][0]["ok"] == data["open_loop"][0]["sent"]
+    assert list(out.glob("compare-*.md")) and list(out.glob("compare-throughput-*.png"))
