@@ -472,7 +472,9 @@ def _wait(
 
 
 def _alive_nodes(gcs_address: str) -> list[dict[str, Any]]:
-    out = subprocess.run(nodes_command(gcs_address), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        nodes_command(gcs_address), capture_output=True, text=True, timeout=60, env=ray_env()
+    )
     if out.returncode != 0:
         return []
     try:
@@ -483,7 +485,9 @@ def _alive_nodes(gcs_address: str) -> list[dict[str, Any]]:
 
 
 def _app_statuses(plan: Plan) -> dict[str, str]:
-    out = subprocess.run(plan.status_command(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        plan.status_command(), capture_output=True, text=True, timeout=60, env=ray_env()
+    )
     if out.returncode != 0:
         return {}
     try:
@@ -536,7 +540,7 @@ def up(plan: Plan, timeout_s: float, keep_on_failure: bool) -> int:
         "nodes": [],
     }
     started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = ray_env()
 
     def start(node: NodeSpec) -> None:
         process, record = _start(node, plan, env)
@@ -569,7 +573,7 @@ def up(plan: Plan, timeout_s: float, keep_on_failure: bool) -> int:
         if plan.serve_config_override is not None:
             plan.serve_config.write_text(yaml.safe_dump(plan.serve_config_override))
         print("$ " + shlex.join(plan.deploy_command()))
-        subprocess.run(plan.deploy_command(), check=True, timeout=120)
+        subprocess.run(plan.deploy_command(), check=True, timeout=120, env=ray_env())
         _wait(f"applications {plan.app_names} RUNNING", apps_running, timeout_s, started)
     except (
         StartupFailed,
@@ -612,6 +616,7 @@ def print_status(state: dict[str, Any]) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env=ray_env(),
     )
     print(out.stdout or out.stderr)
 
@@ -650,6 +655,22 @@ def dry_run_down(temp_dir: Path, state: dict[str, Any] | None) -> None:
 # --- main -----------------------------------------------------------------------------
 
 
+def ray_env() -> dict[str, str]:
+    """The environment of every Ray process this script starts (this process's is left
+    alone: Ray caches its auth mode at import, so changing it here would break a later
+    `ray.init()` in the same process).
+
+    Ray 2.60 turns token auth on for a head when ~/.ray/auth_token exists, but a worker's
+    `ray start` (and `serve deploy`, `ray list`) only follow RAY_AUTH_MODE: say it for all of
+    them, token by default, so workers can join their head. Raylets get longer to register:
+    a busy small machine misses the default deadline.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.setdefault("RAY_AUTH_MODE", "token")
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -657,11 +678,6 @@ def main(argv: list[str] | None = None) -> int:
     temp_dir = Path(os.path.normpath(args.temp_dir))
     state_file = temp_dir / "multinode" / "state.json"
 
-    # Ray 2.60 turns token auth on for a head when ~/.ray/auth_token exists, but a worker's
-    # `ray start` (and `serve deploy`, `ray list`) only follow RAY_AUTH_MODE: say it for
-    # every process this script starts, token by default, so workers can join their head.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     if args.action == "up":
         plan = make_plan(parser, args)
         if args.dry_run:

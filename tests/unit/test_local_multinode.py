@@ -253,3 +253,14 @@ def test_down_leaves_a_reused_pid_alone(
     lm.write_state(state_file, state)
     assert lm.main(["down", "--temp-dir", str(temp_dir)]) == 0
     assert all(p.poll() is None for p in stand_ins)
+
+
+def test_the_callers_environment_is_left_alone(capsys, temp_dir) -> None:
+    # Ray caches its auth mode at import: a script that set RAY_AUTH_MODE in its own process
+    # broke every later ray.init() there. Only the child processes' environment carries it.
+    import os
+
+    before = dict(os.environ)
+    dry_run(capsys, "up", "--workers", "1", "--temp-dir", str(temp_dir))
+    assert dict(os.environ) == before
+    assert lm.ray_env()["RAY_AUTH_MODE"] == os.environ.get("RAY_AUTH_MODE", "token")
