@@ -266,10 +266,11 @@ def report(results: dict[str, Any], out: Path) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     plot_xy(
         out / f"compare-throughput-{stamp}.png",
-        "Throughput against concurrency (closed loop, wrk)",
+        "Throughput against concurrency (closed loop, wrk; log scale)",
         "connections",
         "requests/s",
         {name: (conns, [r["rps"] for r in rows]) for name, rows in closed.items()},
+        logy=True,
     )
     if results.get("open_loop"):
         ol = results["open_loop"]
