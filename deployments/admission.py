@@ -9,6 +9,7 @@ finish at the rate they have been finishing over the last `window_s`, clamped to
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
 from collections import deque
@@ -103,17 +104,18 @@ class Deadline:
         return None if self.expires_at is None else self.expires_at - self._clock()
 
     async def run(self, response: Any, what: str) -> Any:
-        """Await a DeploymentResponse within the budget; cancel it and 504 when it runs out."""
+        """Await a DeploymentResponse (or a coroutine) within the budget; cancel it and 504
+        when it runs out."""
         remaining = self.remaining_s()
         if remaining is None:
             return await response
         if remaining <= 0:
-            response.cancel()
+            _cancel(response)
             raise DeadlineExceeded(f"deadline of {self.budget_ms} ms passed before {what}")
         try:
             return await asyncio.wait_for(_awaited(response), remaining)
         except TimeoutError:
-            response.cancel()
+            _cancel(response)
             raise DeadlineExceeded(
                 f"deadline of {self.budget_ms} ms passed during {what}; the work was cancelled"
             ) from None
@@ -121,3 +123,12 @@ class Deadline:
 
 async def _awaited(response: Awaitable[T]) -> T:
     return await response
+
+
+def _cancel(work: Any) -> None:
+    # A DeploymentResponse cancels its request; a coroutine never started is closed (one that
+    # started was already cancelled by wait_for).
+    if inspect.iscoroutine(work):
+        work.close()
+    else:
+        work.cancel()

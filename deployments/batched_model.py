@@ -24,7 +24,7 @@ from deployments.memory_guard import MemoryGuard, memory_guarded
 from deployments.metrics import BatchMetrics, StageMetrics
 from deployments.monitoring import Monitor, replica_deployment_name
 from deployments.runner import ModelRunner, Outputs, resolve_device
-from deployments.tracing import install_log_correlation, link_to_current
+from deployments.tracing import context_of_link, install_log_correlation, link_to_current
 
 logger = logging.getLogger("ray.serve")
 
@@ -78,11 +78,16 @@ class BatchedModel:
         return max(1, min(self.batch.max_batch_size, fits))
 
     @memory_guarded(lambda self: self.memory_guard)
-    async def infer(self, features: np.ndarray) -> Outputs:
+    async def infer(self, features: np.ndarray, link: Any = None) -> Outputs:
+        """Outputs for one request; `link` is its trace (default: the current one)."""
+        if link is None:
+            link = link_to_current()
         size = self.chunk_rows()
         if not isinstance(features, np.ndarray) or len(features) <= size:
-            return self._unwrap(await self._run_batch(BatchItem(features)))
-        chunks = [BatchItem(features[i : i + size]) for i in range(0, len(features), size)]
+            return self._unwrap(await self._run_batch(BatchItem(features, link=link)))
+        chunks = [
+            BatchItem(features[i : i + size], link=link) for i in range(0, len(features), size)
+        ]
         parts = [self._unwrap(p) for p in await asyncio.gather(*map(self._run_batch, chunks))]
         return {name: [v for part in parts for v in part[name]] for name in parts[0]}
 
@@ -93,11 +98,12 @@ class BatchedModel:
             self.monitor.record("queue_wait", (started - item.enqueued_at) * 1000)
         rows = _rows(items)
         self.batch_metrics.batch(len(items), rows)
-        # One forward pass serves many traces: its span lives in the first request's trace
-        # (Ray makes that context current here) and links to every sampled member's.
+        # One forward pass serves many traces: its span lives in the first sampled member's
+        # trace and links to every sampled member's.
         links = [item.link for item in items if item.link is not None]
         attributes = {"batch.requests": len(items), "batch.rows": rows}
-        with self.monitor.call("compute", attributes, links):
+        parent = context_of_link(links[0]) if links else None
+        with self.monitor.call("compute", attributes, links, parent=parent):
             results = self.runner.run_batch([item.features for item in items])
         self._record_predictions(results)
         return results

@@ -93,6 +93,27 @@ class IngressConfig(BaseModel):
         "max_ongoing_requests so the ingress, not the proxy, says no.",
     )
     max_retry_after_s: float = Field(default=30.0, ge=1, le=3600)
+    caller_batch_max_requests: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Requests the ingress sends to the Validator and the ModelReplica in one "
+        "call each (batching at the caller: two handle calls per batch, not per request).",
+    )
+    caller_batch_wait_s: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="How long a request waits for others to share its call; under load a "
+        "batch fills sooner.",
+    )
+    caller_batch_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Caller batches on their way at once; while all are out, requests queue "
+        "and leave together in the next one (so batches grow with load).",
+    )
     retry_attempts: int = Field(
         default=3,
         ge=1,

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from deployments.admission import DEADLINE_HEADER, Admission, Deadline
 from deployments.auth import BearerAuth, load_token
+from deployments.caller_batch import CallerBatcher
 from deployments.config import AppArgs, IngressConfig
 from deployments.errors import (
     BadRequest,
@@ -53,7 +54,7 @@ from deployments.request_telemetry import RequestTelemetry, TelemetryTarget
 from deployments.resilience import ResultCache, is_transient, retry_transient
 from deployments.schema import build_instance_model
 from deployments.shadow_mirror import Mirror
-from deployments.tracing import current_trace_id, install_log_correlation
+from deployments.tracing import current_trace_id, current_traceparent, install_log_correlation
 
 logger = logging.getLogger("ray.serve")
 
@@ -167,6 +168,20 @@ class ServedModel:
 
 
 @dataclass
+class Work:
+    """One request's inference, as it waits in the ingress's caller batch."""
+
+    model: str
+    kind: str  # "v1": a list of instances; "v2": a list of OIP v2 input tensors
+    payload: Any
+    # This request's own trace, carried through the batch's calls (None when unsampled).
+    traceparent: str | None = field(default_factory=current_traceparent)
+
+
+NO_DEADLINE = Deadline(None)
+
+
+@dataclass
 class ServedText:
     """A text-embedding model: validated here (a string's length is cheaper to check than a
     hop to another actor), tokenized and encoded by its TextEncoder replicas."""
@@ -199,6 +214,13 @@ class Ingress:
         self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
         self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
         self.memory = MemoryGuard(config.memory)
+        self.batcher: CallerBatcher[Work, Any] = CallerBatcher(
+            self._infer_batch,
+            config.caller_batch_max_requests,
+            config.caller_batch_wait_s,
+            config.caller_batch_max_concurrent,
+            on_batch=lambda n: self.metrics.caller_batch.observe(n),
+        )
         metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
         mirror = None
         if shadow is not None:
@@ -246,6 +268,9 @@ class Ingress:
             )
         self.cache.enabled = config.cache_enabled
         self.memory.config = config.memory
+        self.batcher.max_items = config.caller_batch_max_requests
+        self.batcher.max_wait_s = config.caller_batch_wait_s
+        self.batcher.max_concurrent = config.caller_batch_max_concurrent
         self.config = config
         for served in [*self.models.values(), *self.text_models.values()]:
             if served.mirror is not None:
@@ -309,11 +334,7 @@ class Ingress:
             body = await self._json_body(request)
             instances = v1.parse_predict(body, self.args.max_instances_per_request)
             prediction = await self._predict(
-                served,
-                instances,
-                lambda: served.validator.features.remote(instances),
-                deadline,
-                request,
+                served, Work(served.metadata.name, "v1", instances), instances, deadline, request
             )
         return JSONResponse(
             {
@@ -440,11 +461,10 @@ class Ingress:
         served = self._served(name, version)
         with self._admitted(request) as deadline:
             infer = v2.parse_infer(await self._json_body(request))
-            payload = [tensor.model_dump() for tensor in infer.inputs]
             prediction = await self._predict(
                 served,
-                payload,
-                lambda: served.validator.features_from_tensors.remote(infer.inputs),
+                Work(served.metadata.name, "v2", infer.inputs),
+                [tensor.model_dump() for tensor in infer.inputs] if self.cache.enabled else None,
                 deadline,
                 request,
             )
@@ -474,21 +494,22 @@ class Ingress:
     async def _predict(
         self,
         served: ServedModel,
-        payload: Any,
-        validate: Callable[[], Any],
+        work: Work,
+        cache_payload: Any,
         deadline: Deadline,
         request: Request,
     ) -> dict[str, Any]:
         key = None
         if self.cache.enabled:  # the key costs a canonical dump and a hash: only when used
-            key = ResultCache.key(served.metadata.name, served.metadata.version, payload)
+            key = ResultCache.key(served.metadata.name, served.metadata.version, cache_payload)
             cached = self.cache.get(key)
             self.metrics.cache.inc(1, {"result": "hit" if cached is not None else "miss"})
             if cached is not None:
                 return cached
-        features = await self._call(validate, deadline, "validation")
-        prediction = await self._call(
-            lambda: served.model.predict.remote(features), deadline, "inference"
+        # Past its deadline a request leaves the batch queue (nothing is sent for it); once
+        # its batch is on the way, the rows are computed with the others but not awaited.
+        features, prediction = raise_if_error(
+            await deadline.run(self.batcher.submit(work), "validation and inference")
         )
         if key is not None:
             self.cache.put(key, prediction)
@@ -503,6 +524,45 @@ class Ingress:
                 }
             )
         return prediction
+
+    async def _infer_batch(self, batch: list["Work"]) -> list[Any]:
+        """Batching at the caller (`self.batcher`): the requests in flight here go to the
+        Validator in one call and to the ModelReplica in one more, instead of two calls each.
+
+        Each request gets back its own `(features, prediction)` or its own typed error: one
+        bad request fails only itself; a stage that is down or full fails the batch's members
+        with the same retryable 503.
+        """
+        answers: list[Any] = [None] * len(batch)
+        by_model: dict[str, list[int]] = {}
+        for i, work in enumerate(batch):
+            by_model.setdefault(work.model, []).append(i)
+        for name, members in by_model.items():
+            group = await self._infer_group(self.models[name], [batch[i] for i in members])
+            for i, answer in zip(members, group):
+                answers[i] = answer
+        return answers
+
+    async def _infer_group(self, served: ServedModel, batch: list["Work"]) -> list[Any]:
+        requests = [(work.kind, work.payload, work.traceparent) for work in batch]
+        try:
+            answers: list[Any] = await self._call(
+                lambda: served.validator.features_many.remote(requests), NO_DEADLINE, "validation"
+            )
+            valid = [i for i, f in enumerate(answers) if not isinstance(f, ServingError)]
+            if not valid:
+                return answers
+            rows = [answers[i] for i in valid]
+            traces = [batch[i].traceparent for i in valid]
+            predictions = await self._call(
+                lambda: served.model.predict_many.remote(rows, traces), NO_DEADLINE, "inference"
+            )
+        except ServingError as exc:
+            return [exc] * len(batch)
+        for i, prediction in zip(valid, predictions):
+            ok = not isinstance(prediction, ServingError)
+            answers[i] = (answers[i], prediction) if ok else prediction
+        return answers
 
     async def _embed(
         self, text: ServedText, texts: list[str], deadline: Deadline, request: Request

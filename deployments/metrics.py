@@ -124,7 +124,14 @@ class IngressMetrics:
             "Inference calls retried after a replica failure.",
             tag_keys=("model",),
         )
-        for metric in (self.cache, self.rejections, self.retries):
+        self.caller_batch = metrics.Histogram(
+            "caller_batch_requests",
+            "Requests sent together in one caller batch (one Validator and one ModelReplica "
+            "call each batch).",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+            tag_keys=("model",),
+        )
+        for metric in (self.cache, self.rejections, self.retries, self.caller_batch):
             metric.set_default_tags({"model": model})
 
 

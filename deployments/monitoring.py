@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
+from opentelemetry.context import Context
 from opentelemetry.trace import Link
 
 from deployments.errors import ServingError
@@ -50,10 +51,11 @@ class Monitor:
         stage: str,
         attributes: dict[str, Any] | None = None,
         links: Sequence[Link] = (),
+        parent: Context | None = None,
     ) -> Iterator[Any]:
         started = time.perf_counter()
         outcome = "ok"
-        with child_span(self.deployment, stage, attributes, links=links) as span:
+        with child_span(self.deployment, stage, attributes, links=links, parent=parent) as span:
             try:
                 yield span
             except ServingError as exc:

@@ -229,6 +229,38 @@ def link_to_current() -> Link | None:
     return Link(ctx) if ctx.is_valid and ctx.trace_flags.sampled else None
 
 
+def current_traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, when sampled: a request's own trace, carried
+    inside a call that serves many requests (batching at the caller). None when unsampled,
+    so an unsampled request costs nothing here."""
+    ctx = trace.get_current_span().get_span_context()
+    if not (ctx.is_valid and ctx.trace_flags.sampled):
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> Context | None:
+    """The parent context a carried `traceparent` names, or None (use the current one)."""
+    if not traceparent:
+        return None
+    context = _PROPAGATOR.extract({"traceparent": traceparent})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def context_of_link(link: Link | None) -> Context | None:
+    """A parent context inside the trace a link points to (None: use the current one)."""
+    if link is None:
+        return None
+    return trace.set_span_in_context(trace.NonRecordingSpan(link.context))
+
+
+def link_from_traceparent(traceparent: str | None) -> Link | None:
+    context = context_from_traceparent(traceparent)
+    return None if context is None else Link(trace.get_current_span(context).get_span_context())
+
+
 # ---- logs -----------------------------------------------------------------------------------
 
 

@@ -13,13 +13,13 @@ import numpy as np
 from ray import serve
 
 from deployments.drift import DriftRecorder
-from deployments.errors import InvalidInput, returned_not_raised
+from deployments.errors import InvalidInput, ServingError, returned_not_raised
 from deployments.metadata import read_metadata
 from deployments.metrics import DriftMetrics, StageMetrics
 from deployments.monitoring import Monitor, monitored
 from deployments.protocol import v2
 from deployments.schema import InputSchema
-from deployments.tracing import install_log_correlation
+from deployments.tracing import context_from_traceparent, install_log_correlation
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,6 +48,31 @@ class Validator:
         return self._features(
             lambda: v2.records_from_tensors(inputs, self.metadata, self.max_instances), rows
         )
+
+    def features_many(
+        self, requests: list[tuple[str, Any, str | None]]
+    ) -> list[np.ndarray | ServingError]:
+        """Validate many requests in one call (the ingress batches its callers).
+
+        One `(kind, payload, traceparent)` per request: kind "v1" with a list of instances or
+        "v2" with OIP v2 input tensors; the traceparent puts this request's validation span in
+        its own trace. Answered in order, each with its own matrix or its own typed error, so
+        one bad request fails only itself.
+        """
+        return [
+            self._validate_one(kind, payload, context_from_traceparent(traceparent))
+            for kind, payload, traceparent in requests
+        ]
+
+    @returned_not_raised
+    def _validate_one(self, kind: str, payload: Any, parent: Any) -> np.ndarray:
+        with self.monitor.call("validation", parent=parent):
+            if kind == "v1":
+                return self._features(lambda: payload, len(payload))
+            rows = max((len(t.data) for t in payload), default=0)
+            return self._features(
+                lambda: v2.records_from_tensors(payload, self.metadata, self.max_instances), rows
+            )
 
     def _features(self, records: Any, instances: int) -> np.ndarray:
         try:
