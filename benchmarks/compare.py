@@ -5,11 +5,14 @@ Systems (each alone on the machine while measured, same model, same validation c
   fastapi-1w   plain FastAPI + uvicorn, 1 worker, model run per request
   fastapi-2w   the same with 2 workers
   serve-naive  the same code as one Ray Serve deployment with default settings
-  ours         serve_config.yaml as shipped (validation deployment, batching, 10% shadow,
-               metrics, 1% tracing), result cache off so every request is computed
-  ours-haproxy the same with Ray Serve's HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy
-               in front, the ingress replica serving HTTP directly; no Python proxy hop),
-               when an `haproxy` binary is installed
+  ours         serve_config.yaml as shipped (validation deployment, caller and model-side
+               batching, 10% shadow, metrics, 1% tracing), started the way the README's
+               `inference-serve` starts it (HAProxy in front, deployments.launch.FAST_PATH_ENV);
+               result cache off so every request is computed
+  ours, Python proxy        the same behind Ray's Python proxy instead of HAProxy
+  ours, no caller batching  the same with one request per Validator/ModelReplica call
+  ours, Ray defaults        (full mode) `serve run` with none of the settings: Python proxy,
+                            user code in a separate thread, actor calls
 
 Closed loop: a wrk concurrency sweep (v1 for all; OIP v2 for ours too). Open loop: ours at
 fractions of its own closed-loop peak, constant rate, latency from the scheduled send
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +52,7 @@ from benchmarks.harness import (
 from benchmarks.openloop import run_open_loop
 from benchmarks.plots import plot_xy
 from deployments.config import resolve_model_dir
+from deployments.launch import FAST_PATH_ENV, HA_PROXY_ENV
 
 MODEL = "fraud-risk"
 MODELS = resolve_model_dir(Path("models"))
@@ -60,7 +63,7 @@ MODES = {
         "open_loop": [0.25, 0.5, 0.75, 1.0],
         "open_s": 15,
     },
-    "quick": {"connections": [1, 16, 64], "duration_s": 8, "open_loop": [0.5, 0.9], "open_s": 10},
+    "quick": {"connections": [1, 16, 64], "duration_s": 6, "open_loop": [0.5, 0.9], "open_s": 10},
     "smoke": {"connections": [4], "duration_s": 2, "open_loop": [], "open_s": 2},
 }
 
@@ -188,6 +191,19 @@ def ours_config() -> dict[str, Any]:
     return variant(shipped_config(), Ingress={"cache_enabled": False})
 
 
+def lever_variants(full: bool) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+    variants = {
+        "ours, Python proxy": (ours_config(), {**FAST_PATH_ENV, HA_PROXY_ENV: "0"}),
+        "ours, no caller batching": (
+            variant(ours_config(), Ingress={"caller_batch_max_requests": 1}),
+            FAST_PATH_ENV,
+        ),
+    }
+    if full:
+        variants["ours, Ray defaults"] = (ours_config(), {HA_PROXY_ENV: "0"})
+    return variants
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks compare", description=__doc__)
     group = parser.add_mutually_exclusive_group()
@@ -227,11 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     service = None
     ours_url = args.ours_url
     if ours_url is None:
-        service = LocalService(ours_config())
+        service = LocalService(ours_config(), env=FAST_PATH_ENV)
         ours_url = service.url
         results["ours_startup_s"] = service.startup_s
     try:
         closed["ours"] = sweep(ours_url, conns, dur, script)
+        print(f"ours: {[round(r['rps']) for r in closed['ours']]}", flush=True)
         if not args.smoke:
             closed["ours (OIP v2)"] = sweep(ours_url, conns, dur, v2_script())
         peak = max(r["rps"] for r in closed["ours"])
@@ -248,13 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if service is not None:
             service.close()
-    if not args.smoke and shutil.which("haproxy"):
-        service = LocalService(ours_config(), env={"RAY_SERVE_ENABLE_HA_PROXY": "1"})
+    # The levers, one at a time: each variant is ours with one of them taken away.
+    variants = {} if args.smoke else lever_variants(full=mode == "full")
+    for name, (config, env) in variants.items():
+        service = LocalService(config, env=env)
         try:
-            closed["ours-haproxy"] = sweep(service.url, conns, dur, script)
+            closed[name] = sweep(service.url, conns, dur, script)
         finally:
             service.close()
-        print(f"ours-haproxy: {[round(r['rps']) for r in closed['ours-haproxy']]}", flush=True)
+        print(f"{name}: {[round(r['rps']) for r in closed[name]]}", flush=True)
     results["closed_loop"] = closed
     report(results, args.out)
 

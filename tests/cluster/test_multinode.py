@@ -125,4 +125,3 @@ def test_replicas_span_both_nodes_and_losing_one_loses_no_request(cluster, recor
         timeout=30,
     )
     assert resp.status_code == 200, resp.text
-

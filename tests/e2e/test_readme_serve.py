@@ -23,6 +23,7 @@ import pytest
 import requests
 import tritonclient.http as triton
 
+from deployments.launch import haproxy_pids
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import MODEL, REPO, instance_from_schema, wait_until
 
@@ -40,12 +41,11 @@ def serve_part(command: str) -> list[str]:
     """The part of the README's first command that starts the service (after installing)."""
     last = command.split("&&")[-1].strip()
     argv = shlex.split(last)
-    assert argv[-3:] == ["serve", "run", "serve_config.yaml"] or argv[-2:] == [
-        "run",
-        "serve_config.yaml",
-    ], f"README's first command does not end in serve run: {last}"
-    # `.venv/bin/serve` in the README; here, the serve of the interpreter running the tests.
-    argv[0] = str(Path(sys.executable).parent / "serve")
+    assert argv == [".venv/bin/inference-serve", "serve_config.yaml"], (
+        f"README's first command does not end in the service launcher: {last}"
+    )
+    # `.venv/bin/...` in the README; here, the launcher of the interpreter running the tests.
+    argv[0] = str(Path(sys.executable).parent / "inference-serve")
     return argv
 
 
@@ -65,6 +65,7 @@ def otlp() -> Iterator[OtlpReceiver]:
 def served(tmp_path_factory, otlp) -> Iterator[tuple[str, float]]:
     if port_open(8000):
         pytest.fail("something already listens on 127.0.0.1:8000; stop it before this test")
+    haproxy_before = haproxy_pids()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     argv = serve_part(readme_commands()[0])
     started = time.monotonic()
@@ -91,7 +92,7 @@ def served(tmp_path_factory, otlp) -> Iterator[tuple[str, float]]:
         return requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
 
     try:
-        wait_until(ready_or_exited, READY_TIMEOUT_S, "`serve run serve_config.yaml` to be ready")
+        wait_until(ready_or_exited, READY_TIMEOUT_S, "the README's serve command to be ready")
         assert proc.poll() is None, f"serve run exited early:\n{log_path.read_text()[-4000:]}"
         ready_s = time.monotonic() - started
         print(f"\nserve run -> ready in {ready_s:.1f}s")
@@ -102,6 +103,8 @@ def served(tmp_path_factory, otlp) -> Iterator[tuple[str, float]]:
             print(log_path.read_text()[-4000:])
     assert proc.returncode is not None
     wait_until(lambda: not port_open(8000), 30, "port 8000 to be released after shutdown")
+    # HAProxy can outlive Ray; the launcher stops the one it started.
+    assert haproxy_pids() - haproxy_before == set(), "an haproxy outlived the service"
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -122,7 +125,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def test_readme_has_the_two_commands() -> None:
     serve_cmd, test_cmd = readme_commands()
-    assert "pip install" in serve_cmd and serve_cmd.endswith("serve run serve_config.yaml")
+    assert "pip install" in serve_cmd and serve_cmd.endswith("inference-serve serve_config.yaml")
     assert "pip install" in test_cmd and "pytest" in test_cmd
     assert test_cmd in (REPO / ".ci" / "run").read_text(), ".ci/run must run the README's command"
 

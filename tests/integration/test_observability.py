@@ -179,9 +179,7 @@ def scraped(service) -> str:
     )
     service.deploy(service.config)
     wait_for_config(service, lambda r: r["sample_rate"] == 1.0, "the standard application")
-    wait_until(
-        lambda: post(service, {"instances": RECORDS[:1]}).status_code == 200, 60, "recovery"
-    )
+    wait_until(lambda: post(service, {"instances": RECORDS[:1]}).status_code == 200, 60, "recovery")
 
     def complete() -> str:
         resp = requests.get(service.url("/metrics"), timeout=10)

@@ -1,0 +1,166 @@
+"""`inference-serve`: `serve run` on the measured fast serving path, with a clean lifecycle.
+
+    inference-serve [serve_config.yaml] [--python-proxy]
+
+- HAProxy in front (Ray Serve's `RAY_SERVE_ENABLE_HA_PROXY=1`; the binary comes with
+  `ray[serve]` on Linux): HTTP goes from HAProxy straight to the Ingress replica, and Ray's
+  Python proxy actor (about a third of the CPU per request on two cores) leaves the path.
+  `benchmarks/compare.py` measures both modes side by side.
+- Refuses to start into a port something already listens on, naming the holder: an haproxy
+  left by an earlier run keeps the port and answers every request with an error.
+- Ctrl-C (or SIGTERM) stops `serve run`, which shuts Ray down; then any haproxy that appeared
+  while this ran is stopped by pid (it can outlive Ray).
+
+`--python-proxy` (or `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment) keeps Ray's Python
+proxy. In HAProxy mode Ray binds the Ingress replica's own HTTP port to all interfaces (so
+HAProxy on another node can reach it); HAProxy itself listens where `http_options` says
+(127.0.0.1 in serve_config.yaml). On a shared network, firewall the replica ports or use
+`--python-proxy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+# The serving path's settings, each measured by benchmarks/compare.py (ours with and without).
+# An operator's own value in the environment wins over each of these.
+FAST_PATH_ENV = {
+    # HAProxy in front; HTTP straight to the Ingress replica, not through a Python proxy.
+    HA_PROXY_ENV: "1",
+    # User code on the replica's own event loop: no thread hop per request and per call.
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # Handle calls between deployments over gRPC rather than Ray actor calls.
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+}
+STOP_TIMEOUT_S = 10.0
+
+
+class StaleListener(RuntimeError):
+    pass
+
+
+def http_address(config_path: Path) -> tuple[str, int]:
+    config: dict[str, Any] = yaml.safe_load(config_path.read_text()) or {}
+    http = config.get("http_options") or {}
+    return str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
+
+
+def listener_on(port: int) -> str | None:
+    """Who listens on `port` (any address), or None. Names the process when it can."""
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid is None:
+                    return "a process of another user"
+                try:
+                    name = psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    name = "a process"
+                return f"{name} (pid {conn.pid})"
+    except psutil.AccessDenied:
+        pass
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return "a process" if sock.connect_ex(("127.0.0.1", port)) == 0 else None
+
+
+def refuse_stale_listener(port: int) -> None:
+    holder = listener_on(port)
+    if holder is not None:
+        hint = " (an haproxy left by an earlier run?)" if "haproxy" in holder else ""
+        raise StaleListener(
+            f"port {port} is already taken by {holder}{hint}; stop it, or set another "
+            "http_options.port in the config, before starting the service"
+        )
+
+
+def haproxy_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
+
+
+def stop_pids(pids: set[int], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            proc.terminate()
+            procs.append(proc)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def serve_env(python_proxy: bool, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for key, value in FAST_PATH_ENV.items():
+        env.setdefault(key, value)
+    if python_proxy:
+        env[HA_PROXY_ENV] = "0"
+    return env
+
+
+def serve_executable() -> str:
+    beside = Path(sys.executable).parent / "serve"
+    return str(beside) if beside.exists() else "serve"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="inference-serve", description=__doc__.split("\n")[0])
+    parser.add_argument("config", nargs="?", default="serve_config.yaml", type=Path)
+    parser.add_argument(
+        "--python-proxy", action="store_true", help="keep Ray's Python proxy (no HAProxy)"
+    )
+    args = parser.parse_args(argv)
+    if not args.config.is_file():
+        parser.error(f"no config file at {args.config}")
+    _, port = http_address(args.config)
+    try:
+        refuse_stale_listener(port)
+    except StaleListener as exc:
+        print(f"inference-serve: {exc}", file=sys.stderr)
+        return 2
+    env = serve_env(args.python_proxy)
+    mode = "HAProxy" if env[HA_PROXY_ENV] == "1" else "Python proxy"
+    print(f"inference-serve: serve run {args.config} ({mode} on port {port})", flush=True)
+    haproxy_before = haproxy_pids()
+    proc = subprocess.Popen([serve_executable(), "run", str(args.config)], env=env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        # `serve run` shuts Ray down on SIGINT; a terminal's Ctrl-C reaches it directly too.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Give Ray's own shutdown a moment to stop its haproxy; then ours stops what is left.
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while haproxy_pids() - haproxy_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_pids(haproxy_pids() - haproxy_before)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
