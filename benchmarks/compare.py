@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     if not args.smoke:
-        service = LocalService(naive_config())
+        service = LocalService(naive_config(), env={})  # Ray's defaults throughout
         try:
             closed["serve-naive"] = sweep(service.url, conns, dur, script)
         finally:

@@ -8,7 +8,6 @@ wrk generates the load: a C client, so the 2-core machine measures the server, n
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -22,9 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import requests
 import yaml
+
+from deployments.launch import FAST_PATH_ENV, haproxy_pids, stop_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "predict_v1.lua"
@@ -96,6 +96,8 @@ class LocalService:
         from ray.serve._private.api import serve_start
         from ray.serve.schema import ServeDeploySchema
 
+        # By default, the serving path the README's `inference-serve` starts.
+        env = dict(FAST_PATH_ENV) if env is None else env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if port_in_use(self.port):
@@ -104,7 +106,7 @@ class LocalService:
         # RAY_SERVE_ENABLE_HA_PROXY take effect. Restored on close.
         self._saved_env = {key: os.environ.get(key) for key in env or {}}
         os.environ.update(env or {})
-        self._haproxy_before = _haproxy_pids()
+        self._haproxy_before = haproxy_pids()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         schema = ServeDeploySchema.model_validate(self._on_port(config))
         self._client = serve_start(
@@ -156,20 +158,12 @@ class LocalService:
         ray.shutdown()
         # An haproxy started for this service can outlive Ray and keep the port (measured in
         # ../shared/DESIGN.md): stop the ones that appeared since we started, by pid only.
-        for pid in _haproxy_pids() - self._haproxy_before:
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                proc.terminate()
-                proc.wait(10)
+        stop_pids(haproxy_pids() - self._haproxy_before)
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _haproxy_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
 
 
 def port_in_use(port: int) -> bool:

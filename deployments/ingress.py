@@ -11,7 +11,7 @@ methods Serve wraps. Exception handlers are registered before `@serve.ingress(ap
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +74,11 @@ app = FastAPI(
     "shadowed torch model. Every response carries `x-request-id` (an incoming one is kept). "
     'Errors are JSON `{"error": ..., "code": ...}`.',
     version="0.1.0",
+    # FastAPI's own OpenTelemetry instrumentation switches itself on once Ray Serve installs
+    # a tracer provider: a second server span per request plus spans around dependency
+    # resolution, the endpoint and serialization, all on the hot path. RequestTelemetry is
+    # the one place requests are traced and counted.
+    telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
 )
 app.add_middleware(RequestTelemetry)
 
@@ -172,7 +177,7 @@ class Work:
     """One request's inference, as it waits in the ingress's caller batch."""
 
     model: str
-    kind: str  # "v1": a list of instances; "v2": a list of OIP v2 input tensors
+    kind: str  # "v1": instances; "v2": OIP v2 input tensors; "text": a list of strings
     payload: Any
     # This request's own trace, carried through the batch's calls (None when unsampled).
     traceparent: str | None = field(default_factory=current_traceparent)
@@ -191,6 +196,24 @@ class ServedText:
     versions: list[str]
     encoder: DeploymentHandle
     mirror: Mirror | None
+
+
+async def _by_model(
+    batch: list[Work], send: Callable[[str, list[Work]], Awaitable[list[Any]]]
+) -> list[Any]:
+    """Answers for a caller batch, in order, sending each model's members together.
+
+    Defined above the class: `@serve.ingress(app)` pickles the app, routes and all, when it
+    runs, so a module global defined below it is missing in the replica (NameError).
+    """
+    answers: list[Any] = [None] * len(batch)
+    groups: dict[str, list[int]] = {}
+    for i, work in enumerate(batch):
+        groups.setdefault(work.model, []).append(i)
+    for name, members in groups.items():
+        for i, answer in zip(members, await send(name, [batch[i] for i in members])):
+            answers[i] = answer
+    return answers
 
 
 @serve.deployment(name="Ingress")
@@ -220,6 +243,12 @@ class Ingress:
             config.caller_batch_wait_s,
             config.caller_batch_max_concurrent,
             on_batch=lambda n: self.metrics.caller_batch.observe(n),
+        )
+        self.text_batcher: CallerBatcher[Work, Any] = CallerBatcher(
+            self._embed_batch,
+            config.caller_batch_max_requests,
+            config.caller_batch_wait_s,
+            config.caller_batch_max_concurrent,
         )
         metadata = read_metadata(args.model_dir, args.model_name, args.primary_version)
         mirror = None
@@ -271,6 +300,9 @@ class Ingress:
         self.batcher.max_items = config.caller_batch_max_requests
         self.batcher.max_wait_s = config.caller_batch_wait_s
         self.batcher.max_concurrent = config.caller_batch_max_concurrent
+        self.text_batcher.max_items = config.caller_batch_max_requests
+        self.text_batcher.max_wait_s = config.caller_batch_wait_s
+        self.text_batcher.max_concurrent = config.caller_batch_max_concurrent
         self.config = config
         for served in [*self.models.values(), *self.text_models.values()]:
             if served.mirror is not None:
@@ -533,15 +565,9 @@ class Ingress:
         bad request fails only itself; a stage that is down or full fails the batch's members
         with the same retryable 503.
         """
-        answers: list[Any] = [None] * len(batch)
-        by_model: dict[str, list[int]] = {}
-        for i, work in enumerate(batch):
-            by_model.setdefault(work.model, []).append(i)
-        for name, members in by_model.items():
-            group = await self._infer_group(self.models[name], [batch[i] for i in members])
-            for i, answer in zip(members, group):
-                answers[i] = answer
-        return answers
+        return await _by_model(
+            batch, lambda name, works: self._infer_group(self.models[name], works)
+        )
 
     async def _infer_group(self, served: ServedModel, batch: list["Work"]) -> list[Any]:
         requests = [(work.kind, work.payload, work.traceparent) for work in batch]
@@ -564,6 +590,21 @@ class Ingress:
             answers[i] = (answers[i], prediction) if ok else prediction
         return answers
 
+    async def _embed_batch(self, batch: list["Work"]) -> list[Any]:
+        """Batching at the caller for text: one TextEncoder call per batch of requests."""
+        return await _by_model(batch, lambda name, works: self._embed_group(name, works))
+
+    async def _embed_group(self, name: str, batch: list["Work"]) -> list[Any]:
+        encoder = self.text_models[name].encoder
+        texts = [work.payload for work in batch]
+        traces = [work.traceparent for work in batch]
+        try:
+            return await self._call(
+                lambda: encoder.embed_many.remote(texts, traces), NO_DEADLINE, "inference"
+            )
+        except ServingError as exc:
+            return [exc] * len(batch)
+
     async def _embed(
         self, text: ServedText, texts: list[str], deadline: Deadline, request: Request
     ) -> dict[str, Any]:
@@ -574,7 +615,8 @@ class Ingress:
             self.metrics.cache.inc(1, {"result": "hit" if cached is not None else "miss"})
             if cached is not None:
                 return cached
-        answer = await self._call(lambda: text.encoder.embed.remote(texts), deadline, "inference")
+        work = Work(text.metadata.name, "text", texts)
+        answer = raise_if_error(await deadline.run(self.text_batcher.submit(work), "inference"))
         if key is not None:
             self.cache.put(key, answer)
         if text.mirror is not None:

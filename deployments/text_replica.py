@@ -21,12 +21,18 @@ import numpy as np
 from ray import serve
 
 from deployments.config import TextBatchConfig, TextShadowConfig
-from deployments.errors import InvalidInput, returned_not_raised
+from deployments.errors import InvalidInput, ServingError, returned_not_raised
 from deployments.memory_guard import MemoryGuard, memory_guarded
 from deployments.metrics import StageMetrics, TextBatchMetrics, TextShadowMetrics
 from deployments.monitoring import Monitor, monitored, replica_deployment_name
 from deployments.runner import resolve_device
-from deployments.tracing import current_trace_id, install_log_correlation, link_to_current
+from deployments.tracing import (
+    context_of_link,
+    current_trace_id,
+    install_log_correlation,
+    link_from_traceparent,
+    link_to_current,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -126,14 +132,17 @@ class BatchedTextEncoder:
         )
 
     @memory_guarded(lambda self: self.memory_guard)
-    async def encode(self, texts: list[str]) -> np.ndarray:
+    async def encode(self, texts: list[str], link: Any = None) -> np.ndarray:
+        """Embeddings for one request; `link` is its trace (default: the current one)."""
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInput("expected a list of strings to embed")
         if not texts:
             return np.empty((0, self.encoder.dim), dtype=np.float32)
+        if link is None:
+            link = link_to_current()
         encodings = self.encoder.tokenize(texts)
         chunks = chunk_by_tokens(encodings, self.batch.token_budget)
-        parts = await asyncio.gather(*(self._run_batch(TextItem(c)) for c in chunks))
+        parts = await asyncio.gather(*(self._run_batch(TextItem(c, link=link)) for c in chunks))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.005, batch_size_fn=_tokens)
@@ -159,7 +168,11 @@ class BatchedTextEncoder:
         out = np.empty((len(rows), self.encoder.dim), dtype=np.float32)
         import torch
 
-        with self.monitor.call("compute", attributes, links), torch.inference_mode():
+        parent = context_of_link(links[0]) if links else None
+        with (
+            self.monitor.call("compute", attributes, links, parent=parent),
+            torch.inference_mode(),
+        ):
             for sub in plan:
                 out[sub] = self.encoder._forward([rows[i] for i in sub]).cpu().numpy()
         results, start = [], 0
@@ -187,8 +200,31 @@ class TextEncoderReplica(BatchedTextEncoder):
     @returned_not_raised
     @monitored("predict")
     async def embed(self, texts: list[str]) -> dict[str, Any]:
+        return await self._embed(texts, link_to_current())
+
+    async def embed_many(
+        self, batch: list[list[str]], traceparents: list[str | None]
+    ) -> list[dict[str, Any] | ServingError]:
+        """One call carrying many requests' texts (the ingress batches its callers): each
+        joins the token-budget batch queue as if it had come alone; answers in order, each
+        its own embeddings or its own typed error."""
+        return list(
+            await asyncio.gather(
+                *(
+                    self._embed_one(texts, link_from_traceparent(traceparent))
+                    for texts, traceparent in zip(batch, traceparents, strict=True)
+                )
+            )
+        )
+
+    @returned_not_raised
+    async def _embed_one(self, texts: list[str], link: Any) -> dict[str, Any]:
+        with self.monitor.call("predict", parent=context_of_link(link)):
+            return await self._embed(texts, link)
+
+    async def _embed(self, texts: list[str], link: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        embeddings = await self.encode(texts)
+        embeddings = await self.encode(texts, link)
         return {
             "embeddings": embeddings,
             "model_version": self.metadata.version,

@@ -123,7 +123,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "percentunit",
                 [
                     q(
-                        f'sum(rate(ray_result_cache_lookups_total{sel(result="hit")}{W}))'
+                        f"sum(rate(ray_result_cache_lookups_total{sel(result='hit')}{W}))"
                         f" / sum(rate(ray_result_cache_lookups_total{M}{W}))",
                         "hit ratio",
                     )
@@ -200,7 +200,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "short",
                 [
                     q(
-                        f'sum(rate(ray_input_rows_total{sel(outcome="invalid")}{W}))'
+                        f"sum(rate(ray_input_rows_total{sel(outcome='invalid')}{W}))"
                         f" / sum(rate(ray_input_rows_total{M}{W}))",
                         "invalid row share",
                     ),
@@ -222,7 +222,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 [
                     q(
                         "sum by (primary_version, candidate_version) (rate("
-                        f'ray_shadow_compared_rows_total{sel(agreement="agree")}{W}))'
+                        f"ray_shadow_compared_rows_total{sel(agreement='agree')}{W}))"
                         " / sum by (primary_version, candidate_version) "
                         f"(rate(ray_shadow_compared_rows_total{M}{W}))",
                         "v{{candidate_version}} vs v{{primary_version}}",

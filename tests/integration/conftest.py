@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from deployments.launch import FAST_PATH_ENV, haproxy_pids, stop_pids
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO, free_port, wait_until
 
@@ -61,9 +62,13 @@ def service() -> Iterator[Service]:
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         # Ray's proxy reads only this variable (serve_config's tracing_config reaches replicas).
         "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "deployments.tracing:span_processors",
+        # The serving path the README's command runs: HAProxy, user code on the replica's
+        # loop, gRPC handle calls (Ray's processes read these at start).
+        **FAST_PATH_ENV,
     }
     saved_env = {key: os.environ.get(key) for key in tracing_env}
     os.environ.update(tracing_env)
+    haproxy_before = haproxy_pids()
     metrics_port = free_port()
     ray.init(
         num_cpus=2,
@@ -103,6 +108,8 @@ def service() -> Iterator[Service]:
         http.close()
         serve.shutdown()
         ray.shutdown()
+        # HAProxy can outlive Ray: stop the one this session started, by pid.
+        stop_pids(haproxy_pids() - haproxy_before)
         otlp.stop()
         for key, value in saved_env.items():
             if value is None:

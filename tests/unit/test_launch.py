@@ -1,0 +1,82 @@
+"""The service launcher's lifecycle checks, against real sockets and real processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from deployments import launch
+
+
+@pytest.fixture
+def listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock
+    sock.close()
+
+
+def test_a_stale_listener_is_refused_and_named(listening: socket.socket) -> None:
+    port = listening.getsockname()[1]
+    holder = launch.listener_on(port)
+    assert holder is not None and f"pid {os.getpid()}" in holder
+    with pytest.raises(launch.StaleListener, match=f"port {port} is already taken by"):
+        launch.refuse_stale_listener(port)
+
+
+def test_a_free_port_is_not_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert launch.listener_on(port) is None
+    launch.refuse_stale_listener(port)
+
+
+def test_the_launcher_exits_with_a_clear_message_when_the_port_is_taken(
+    listening: socket.socket, tmp_path
+) -> None:
+    port = listening.getsockname()[1]
+    config = tmp_path / "serve_config.yaml"
+    config.write_text(f"http_options:\n  host: 127.0.0.1\n  port: {port}\napplications: []\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "deployments.launch", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"port {port} is already taken" in result.stderr
+
+
+def test_fast_path_settings_are_defaults_an_operator_can_override() -> None:
+    env = launch.serve_env(python_proxy=False, base={"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"})
+    assert env[launch.HA_PROXY_ENV] == "1"
+    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
+    assert env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"  # the operator's value wins
+    assert launch.serve_env(python_proxy=True, base={})[launch.HA_PROXY_ENV] == "0"
+
+
+def test_the_http_address_comes_from_the_config(tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("http_options:\n  port: 8123\n")
+    assert launch.http_address(config) == ("127.0.0.1", 8123)
+    config.write_text("applications: []\n")
+    assert launch.http_address(config) == ("127.0.0.1", 8000)
+
+
+def test_stop_pids_stops_only_what_it_is_given() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        launch.stop_pids({child.pid}, timeout_s=10)
+        assert child.wait(10) is not None
+        assert bystander.poll() is None
+    finally:
+        for proc in (child, bystander):
+            proc.kill()
+            proc.wait()
