@@ -121,6 +121,20 @@ def serve_executable() -> str:
     return str(beside) if beside.exists() else "serve"
 
 
+def start_serve_run(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`serve run config` as a child that stops cleanly on SIGINT.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    across exec: `serve run` would then never see the SIGINT this launcher forwards and would
+    keep Ray and HAProxy up. The child gets the default disposition back before it starts.
+    """
+    return subprocess.Popen(
+        [serve_executable(), "run", str(config)],
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inference-serve", description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", default="serve_config.yaml", type=Path)
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "HAProxy" if env[HA_PROXY_ENV] == "1" else "Python proxy"
     print(f"inference-serve: serve run {args.config} ({mode} on port {port})", flush=True)
     haproxy_before = haproxy_pids()
-    proc = subprocess.Popen([serve_executable(), "run", str(args.config)], env=env)
+    proc = start_serve_run(args.config, env)
 
     def forward(signum: int, _frame: Any) -> None:
         # `serve run` shuts Ray down on SIGINT; a terminal's Ctrl-C reaches it directly too.

@@ -80,3 +80,30 @@ def test_stop_pids_stops_only_what_it_is_given() -> None:
         for proc in (child, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_serve_run_gets_sigint_back_when_started_from_a_background_job(tmp_path) -> None:
+    """A shell's background job starts with SIGINT ignored; the launcher's forwarded Ctrl-C
+    must still reach `serve run` (measured: without this it kept Ray and HAProxy up)."""
+    probe = tmp_path / "bin"
+    probe.mkdir()
+    # Stands in for `serve`: reports the SIGINT disposition it started with.
+    fake_serve = probe / "serve"
+    fake_serve.write_text(
+        f"#!{sys.executable}\nimport signal\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    fake_serve.chmod(0o755)
+    parent = (
+        "import os, pathlib, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # as a background job has it
+        "from deployments import launch\n"
+        f"launch.serve_executable = lambda: {str(fake_serve)!r}\n"
+        "proc = launch.start_serve_run(pathlib.Path('c.yaml'), dict(os.environ))\n"
+        "sys.exit(proc.wait())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", parent], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
