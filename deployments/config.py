@@ -85,12 +85,27 @@ class IngressConfig(BaseModel):
         default=16, ge=1, le=1024, description="Mirrored calls in flight from one ingress replica."
     )
     max_inflight_requests: int = Field(
-        default=192,
+        default=768,
         ge=1,
         le=100_000,
-        description="Data-plane requests one ingress replica works on at once; more get 503 "
-        "with a Retry-After computed from the observed drain rate. Keep it below "
-        "max_ongoing_requests so the ingress, not the proxy, says no.",
+        description="Hard cap on data-plane requests one ingress replica works on at once "
+        "(a memory bound; it wins over min_inflight_requests). Keep it below the Ingress's "
+        "max_ongoing_requests so the ingress, not Serve, says no.",
+    )
+    max_queue_delay_s: float | None = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="Queueing-delay budget: admit while the requests in flight would drain "
+        "within this at the observed drain rate; beyond it, 503 with a Retry-After. None: "
+        "only the fixed max_inflight_requests applies.",
+    )
+    min_inflight_requests: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Always admitted, whatever the drain rate says (a quiet service must take "
+        "a burst before it has measured anything).",
     )
     max_retry_after_s: float = Field(default=30.0, ge=1, le=3600)
     caller_batch_max_requests: int = Field(

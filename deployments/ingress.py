@@ -234,7 +234,12 @@ class Ingress:
         self.metrics = IngressMetrics(args.model_name)
         self.node_metrics = NodeMetrics()
         install_log_correlation(logger)
-        self.admission = Admission(config.max_inflight_requests, config.max_retry_after_s)
+        self.admission = Admission(
+            config.max_inflight_requests,
+            config.max_retry_after_s,
+            max_queue_delay_s=config.max_queue_delay_s,
+            min_inflight=config.min_inflight_requests,
+        )
         self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
         self.memory = MemoryGuard(config.memory)
         self.batcher: CallerBatcher[Work, Any] = CallerBatcher(
@@ -287,6 +292,8 @@ class Ingress:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         old, config = self.config, IngressConfig.model_validate(user_config or {})
         self.admission.max_inflight = config.max_inflight_requests
+        self.admission.max_queue_delay_s = config.max_queue_delay_s
+        self.admission.min_inflight = config.min_inflight_requests
         self.admission.max_retry_after_s = config.max_retry_after_s
         if (old.cache_ttl_s, old.cache_max_entries) != (
             config.cache_ttl_s,

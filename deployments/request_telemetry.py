@@ -9,6 +9,7 @@ recorded as "_unknown", so clients cannot grow the number of series.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass
@@ -47,7 +49,7 @@ class RequestTelemetry:
             if key == b"traceparent":
                 traceparent = value.decode("latin-1")
                 break
-        status = 500
+        status, responded = 500, False
         with child_span(
             "Ingress",
             scope.get("method", "HTTP"),
@@ -58,9 +60,9 @@ class RequestTelemetry:
             trace_id = format_trace_id(ctx.trace_id).encode() if ctx.is_valid else None
 
             async def send_with_trace_id(message: Message) -> None:
-                nonlocal status
+                nonlocal status, responded
                 if message["type"] == "http.response.start":
-                    status = message["status"]
+                    status, responded = message["status"], True
                     if trace_id is not None:
                         headers = list(message.get("headers") or [])
                         headers.append((TRACE_ID_HEADER.encode(), trace_id))
@@ -69,6 +71,12 @@ class RequestTelemetry:
 
             try:
                 await self.app(scope, receive, send_with_trace_id)
+            except asyncio.CancelledError:
+                # The client went away before the answer (wrk closing its connections, a
+                # load balancer's timeout): 499 as the error mapping says, not a server error.
+                if not responded:
+                    status = CLIENT_CLOSED_REQUEST
+                raise
             finally:
                 route = scope.get("route")
                 endpoint = getattr(route, "path", None) or "unmatched"

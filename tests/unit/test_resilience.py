@@ -262,3 +262,24 @@ def test_bearer_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_token("TOKEN_UNDER_TEST", secret) == "from-file"
     monkeypatch.delenv("TOKEN_UNDER_TEST")
     assert load_token("TOKEN_UNDER_TEST", None) is None
+
+
+def test_the_inflight_limit_follows_the_queue_delay_budget() -> None:
+    clock = Clock()
+    admission = Admission(
+        max_inflight=500, window_s=10, clock=clock, max_queue_delay_s=1.0, min_inflight=8
+    )
+    assert admission.limit() == 8, "nothing measured yet: the floor, so a burst gets in"
+    for _ in range(1000):  # 1000 completions in 10 s: drains at 100/s
+        with admission.admit():
+            clock.now += 0.01
+    assert admission.limit() == pytest.approx(100, abs=2), "what drains within 1 s"
+    admission.inflight = admission.limit()
+    with pytest.raises(Overloaded) as info, admission.admit():
+        pass
+    assert info.value.details[0]["limit"] == admission.limit()
+    assert info.value.retry_after_s == 1.0  # ~100 in flight at 100/s
+    admission.max_queue_delay_s = 20.0
+    assert admission.limit() == 500, "the hard cap wins over the budget"
+    admission.max_inflight = 4
+    assert admission.limit() == 4, "and over the floor"
