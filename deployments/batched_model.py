@@ -18,6 +18,7 @@ import numpy as np
 from ray import serve
 
 from deployments.artifacts import load_artifact
+from deployments.autoscaling import REQUESTS_IN_FLIGHT
 from deployments.config import BatchConfig
 from deployments.errors import ServingError
 from deployments.memory_guard import MemoryGuard, memory_guarded
@@ -60,6 +61,8 @@ class BatchedModel:
             replica_deployment_name(type(self).__name__), StageMetrics(model_name, version)
         )
         self.batch_metrics = BatchMetrics(model_name, version, self.metadata.task.labels)
+        # Requests inside `infer` right now: the autoscaling signal (deployments/autoscaling.py).
+        self.requests_in_flight = 0
         install_log_correlation(logger)
         logger.info("loaded %s:%s on %s", model_name, version, self.runner.device)
 
@@ -77,11 +80,20 @@ class BatchedModel:
         fits = self.memory_guard.headroom_bytes() // self.runner.bytes_per_row
         return max(1, min(self.batch.max_batch_size, fits))
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls this for the autoscaling policy (see deployments/autoscaling.py)."""
+        return {REQUESTS_IN_FLIGHT: float(self.requests_in_flight)}
+
     @memory_guarded(lambda self: self.memory_guard)
     async def infer(self, features: np.ndarray, link: Any = None) -> Outputs:
         """Outputs for one request; `link` is its trace (default: the current one)."""
-        if link is None:
-            link = link_to_current()
+        self.requests_in_flight += 1
+        try:
+            return await self._infer(features, link_to_current() if link is None else link)
+        finally:
+            self.requests_in_flight -= 1
+
+    async def _infer(self, features: np.ndarray, link: Any) -> Outputs:
         size = self.chunk_rows()
         if not isinstance(features, np.ndarray) or len(features) <= size:
             return self._unwrap(await self._run_batch(BatchItem(features, link=link)))

@@ -57,32 +57,47 @@ class Validator:
         One `(kind, payload, traceparent)` per request: kind "v1" with a list of instances or
         "v2" with OIP v2 input tensors; the traceparent puts this request's validation span in
         its own trace. Answered in order, each with its own matrix or its own typed error, so
-        one bad request fails only itself.
+        one bad request fails only itself. The valid rows' input distributions are recorded
+        once for the whole call: a dozen metric updates per call rather than per request.
         """
-        return [
-            self._validate_one(kind, payload, context_from_traceparent(traceparent))
-            for kind, payload, traceparent in requests
-        ]
+        answers: list[np.ndarray | ServingError] = []
+        records: list[Any] = []
+        matrices: list[np.ndarray] = []
+        for kind, payload, traceparent in requests:
+            checked = self._validate_one(kind, payload, context_from_traceparent(traceparent))
+            if isinstance(checked, ServingError):
+                answers.append(checked)
+            else:
+                records.extend(checked[0])
+                matrices.append(checked[1])
+                answers.append(checked[1])
+        if records:
+            self.drift.valid(records, np.concatenate(matrices))
+        return answers
 
     @returned_not_raised
-    def _validate_one(self, kind: str, payload: Any, parent: Any) -> np.ndarray:
+    def _validate_one(self, kind: str, payload: Any, parent: Any) -> tuple[list[Any], np.ndarray]:
         with self.monitor.call("validation", parent=parent):
             if kind == "v1":
-                return self._features(lambda: payload, len(payload))
+                return self._checked(lambda: payload, len(payload))
             rows = max((len(t.data) for t in payload), default=0)
-            return self._features(
+            return self._checked(
                 lambda: v2.records_from_tensors(payload, self.metadata, self.max_instances), rows
             )
 
     def _features(self, records: Any, instances: int) -> np.ndarray:
+        validated, matrix = self._checked(records, instances)
+        self.drift.valid(validated, matrix)
+        return matrix
+
+    def _checked(self, records: Any, instances: int) -> tuple[list[Any], np.ndarray]:
+        """Validated records and their feature matrix; a refusal is counted as drift here."""
         try:
             validated = self.schema.validate(records())
         except InvalidInput as exc:
             self.drift.invalid(exc, instances)
             raise
-        matrix = self.schema.vectorize(validated)
-        self.drift.valid(validated, matrix)
-        return matrix
+        return validated, self.schema.vectorize(validated)
 
     def ready(self) -> bool:
         return True

@@ -45,8 +45,9 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
     quick = with_autoscaling(
         # Every request reaches the model (no cached answers), so the load is the model's.
         with_user_config(service.config, "Ingress", cache_enabled=False),
-        # The model is the cheap stage here (the ingress costs more CPU), so its in-flight
-        # count under 16 clients hovers around 0.5-5: a target of 1 asks for a second replica.
+        # The model is the cheap stage here (the ingress costs more CPU), so the requests in
+        # flight there (what the shipped policy scales on: deployments/autoscaling.py) under
+        # 16 clients hover around 1-8: a target of 1 asks for a second replica.
         target_ongoing_requests=1,
         upscale_delay_s=1,
         # Longer than a replica takes to start under this load (13 s seen on a busy 2-core

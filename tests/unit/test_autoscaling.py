@@ -1,0 +1,46 @@
+"""The autoscaling policy: replicas sized on the requests the replicas report in flight."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from deployments.autoscaling import REQUESTS_IN_FLIGHT, requests_in_flight_policy
+from tests.support import REPO
+
+
+def context(replicas: int, reported: dict | None, ongoing_calls: float = 2.0, target: float = 64):
+    # The fields of ray.serve.config.AutoscalingContext the policy reads.
+    return SimpleNamespace(
+        current_num_replicas=replicas,
+        target_num_replicas=replicas or 1,
+        aggregated_metrics=reported,
+        total_num_requests=ongoing_calls,
+        config=SimpleNamespace(get_target_ongoing_requests=lambda: target),
+    )
+
+
+def test_desired_replicas_follow_the_requests_in_flight_not_the_calls() -> None:
+    # Two caller batches (2 ongoing calls) carrying 150 requests: 150 / 64 replicas' worth.
+    reported = {REQUESTS_IN_FLIGHT: {"replica-a": 150.0}}
+    desired, _ = requests_in_flight_policy(context(1, reported, ongoing_calls=2))
+    assert desired == pytest.approx(150 / 64)
+    reported = {REQUESTS_IN_FLIGHT: {"replica-a": 10.0, "replica-b": 22.0}}
+    desired, _ = requests_in_flight_policy(context(2, reported))
+    assert desired == pytest.approx(0.5), "quiet: Serve's downscale delay decides when"
+
+
+def test_without_reports_serves_own_count_is_used() -> None:
+    desired, _ = requests_in_flight_policy(context(1, None, ongoing_calls=128))
+    assert desired == pytest.approx(2)
+    desired, _ = requests_in_flight_policy(context(0, None))
+    assert desired == 1, "no replica: Serve's own target stands"
+
+
+def test_the_shipped_model_deployment_uses_this_policy() -> None:
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    (model,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "ModelReplica"]
+    policy = model["autoscaling_config"]["policy"]["policy_function"]
+    assert policy == "deployments.autoscaling:requests_in_flight_policy"
