@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--texts-per-request", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="the served encoder's text_model.encoder_torch_threads (default: as shipped)",
+    )
     args = parser.parse_args(argv)
 
     raw = raw_items_per_s(6.0)
@@ -144,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
 
     config = variant(shipped_config(), Ingress={"cache_enabled": False})
     config["applications"][0]["args"]["text_model"]["enabled"] = True
+    if args.torch_threads is not None:
+        config["applications"][0]["args"]["text_model"]["encoder_torch_threads"] = (
+            args.torch_threads
+        )
     service = LocalService(config)
     try:
         served = {
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     table = (
         f"Text model (MiniLM), {args.connections} connections, {args.duration_s}s per point "
         f"({time.strftime('%Y-%m-%d %H:%M')}); raw batched forward pass {raw:.1f} items/s; "
+        f"served encoder torch threads: {args.torch_threads or 'as shipped'}; "
         f"int8 shadow agreement {shadow.get('agreement_rate')} over "
         f"{shadow.get('compared_rows')} rows (cosine p50 {shadow.get('cosine', {}).get('p50')})"
         "\n\n" + "\n".join(rows)
