@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the served encoder's text_model.encoder_torch_threads (default: as shipped)",
     )
+    parser.add_argument(
+        "--encoder-replicas",
+        type=int,
+        default=None,
+        help="the served text_model.encoder_replicas (default: as shipped)",
+    )
     args = parser.parse_args(argv)
 
     raw = raw_items_per_s(6.0)
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
 
     config = variant(shipped_config(), Ingress={"cache_enabled": False})
     config["applications"][0]["args"]["text_model"]["enabled"] = True
+    if args.encoder_replicas is not None:
+        config["applications"][0]["args"]["text_model"]["encoder_replicas"] = args.encoder_replicas
     if args.torch_threads is not None:
         config["applications"][0]["args"]["text_model"]["encoder_torch_threads"] = (
             args.torch_threads
@@ -180,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     table = (
         f"Text model (MiniLM), {args.connections} connections, {args.duration_s}s per point "
         f"({time.strftime('%Y-%m-%d %H:%M')}); raw batched forward pass {raw:.1f} items/s; "
-        f"served encoder torch threads: {args.torch_threads or 'as shipped'}; "
+        f"served encoder torch threads: {args.torch_threads or 'as shipped'}, "
+        f"replicas: {args.encoder_replicas or 'as shipped'}; "
         f"int8 shadow agreement {shadow.get('agreement_rate')} over "
         f"{shadow.get('compared_rows')} rows (cosine p50 {shadow.get('cosine', {}).get('p50')})"
         "\n\n" + "\n".join(rows)

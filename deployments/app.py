@@ -79,6 +79,7 @@ def bind_text(args: AppArgs, model_dir: str) -> tuple[Application | None, Applic
 
     actor = {"num_cpus": spec.encoder_num_cpus, "memory": spec.encoder_memory_bytes}
     encoder = TextEncoderReplica.options(
+        num_replicas=spec.encoder_replicas,
         ray_actor_options={**actor, "num_gpus": spec.encoder_num_gpus},
         max_ongoing_requests=256,
         max_queued_requests=1024,

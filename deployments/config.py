@@ -220,6 +220,13 @@ class TextModelArgs(BaseModel):
         default=0, ge=0, description="1 on GPU nodes: the encoder then runs fp16 on cuda."
     )
     encoder_memory_bytes: int = Field(default=2 << 30, ge=256 << 20)
+    encoder_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="TextEncoder replicas: each runs its own forward passes, so on a CPU node "
+        "two single-threaded replicas can use two cores where one two-threaded one contends.",
+    )
     encoder_torch_threads: int = Field(
         default=0,
         ge=0,

@@ -135,3 +135,18 @@ def test_typed_errors_cross_replicas_as_values() -> None:
     assert raise_if_error(7) == 7
     with pytest.raises(InvalidInput):
         raise_if_error(validate(-1))
+
+
+def test_text_encoder_replicas_reach_the_bound_deployment(serve_config: dict) -> None:
+    pytest.importorskip("transformers")  # the `text` extra
+    from deployments.app import build_app
+
+    args = serve_config["applications"][0]["args"]
+    args = {**args, "text_model": {**args["text_model"], "enabled": True, "encoder_replicas": 2}}
+    app = build_app(AppArgs.model_validate(args))
+    bound = {
+        arg._bound_deployment.name: arg._bound_deployment
+        for arg in app._bound_deployment.init_args
+        if hasattr(arg, "_bound_deployment")
+    }
+    assert bound["TextEncoder"]._deployment_config.num_replicas == 2
