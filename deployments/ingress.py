@@ -304,12 +304,10 @@ class Ingress:
             )
         self.cache.enabled = config.cache_enabled
         self.memory.config = config.memory
-        self.batcher.max_items = config.caller_batch_max_requests
-        self.batcher.max_wait_s = config.caller_batch_wait_s
-        self.batcher.max_concurrent = config.caller_batch_max_concurrent
-        self.text_batcher.max_items = config.caller_batch_max_requests
-        self.text_batcher.max_wait_s = config.caller_batch_wait_s
-        self.text_batcher.max_concurrent = config.caller_batch_max_concurrent
+        for batcher in (self.batcher, self.text_batcher):
+            batcher.max_items = config.caller_batch_max_requests
+            batcher.max_wait_s = config.caller_batch_wait_s
+            batcher.max_concurrent = config.caller_batch_max_concurrent
         self.config = config
         for served in [*self.models.values(), *self.text_models.values()]:
             if served.mirror is not None:
