@@ -120,8 +120,13 @@ def test_memory_pressure_is_a_503_with_retry_after_and_recovers(
 
 
 def test_inflight_cap_sheds_with_retry_after(service, restore) -> None:
-    service.deploy(with_user_config(service.config, "Ingress", max_inflight_requests=2))
-    wait_for_config(service, lambda r: True, "the capped ingress")
+    # A user_config change does not restart the replica, so RUNNING alone does not say it
+    # was applied: the sample rate, reconfigured in the same call as the cap, does.
+    capped = with_user_config(
+        service.config, "Ingress", max_inflight_requests=2, shadow_sample_rate=0.5
+    )
+    service.deploy(capped)
+    wait_for_config(service, lambda r: r["sample_rate"] == 0.5, "the capped ingress")
     wait_until(lambda: post(service).status_code == 200, 30, "the capped ingress to answer")
     with cf.ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda _: post(service), range(96)))
