@@ -121,9 +121,15 @@ def test_memory_pressure_is_a_503_with_retry_after_and_recovers(
 
 def test_inflight_cap_sheds_with_retry_after(service, restore) -> None:
     # A user_config change does not restart the replica, so RUNNING alone does not say it
-    # was applied: the sample rate, reconfigured in the same call as the cap, does.
+    # was applied: the sample rate, reconfigured in the same call as the cap, does. Cache
+    # off: a cached answer leaves the ingress without ever yielding its event loop, so the
+    # same body sent 96 times would never have two requests in flight to refuse.
     capped = with_user_config(
-        service.config, "Ingress", max_inflight_requests=2, shadow_sample_rate=0.5
+        service.config,
+        "Ingress",
+        max_inflight_requests=2,
+        shadow_sample_rate=0.5,
+        cache_enabled=False,
     )
     service.deploy(capped)
     wait_for_config(service, lambda r: r["sample_rate"] == 0.5, "the capped ingress")
