@@ -84,6 +84,13 @@ class IngressConfig(BaseModel):
     shadow_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Mirrored calls in flight from one ingress replica."
     )
+    shadow_batch_max_requests: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Mirrors one call to the shadow may carry: a sender takes what has queued "
+        "since its last call, so at low load each call carries one.",
+    )
     max_inflight_requests: int = Field(
         default=768,
         ge=1,
@@ -231,9 +238,9 @@ class TextModelArgs(BaseModel):
         default=0,
         ge=0,
         le=256,
-        description="CPU threads per forward pass; 0 keeps Ray's choice (the replica's "
-        "num_cpus, at least 1). More threads than the cores left over by the ingress and "
-        "proxy make things slower: they spin-wait against the serving path.",
+        description="CPU threads per forward pass, set on the thread that runs it; 0 leaves "
+        "torch's default (OMP_NUM_THREADS when set, else every core). More threads than the "
+        "cores left over by the serving path make things slower.",
     )
     batch: TextBatchConfig = Field(default_factory=TextBatchConfig)
     shadow: TextShadowConfig = Field(default_factory=TextShadowConfig)

@@ -6,8 +6,11 @@
 - Sender tasks are created in a fresh `contextvars.Context`, outside any request. Serve
   cancels a request's child calls when that request is cancelled (client gone, timeout);
   mirrors sent from these tasks are nobody's children, so they outlive their request.
-- Each mirror carries the OpenTelemetry context of the request it copies, so the shadow's
-  spans join that request's trace even though the sender task is nobody's child.
+- Each mirror carries the `traceparent` of the request it copies (when sampled), so the
+  shadow's spans join that request's trace even though the sender task is nobody's child.
+- A sender sends what queued while its previous call was out as one `mirror_many` call:
+  one handle call per batch of mirrors rather than per mirror (each is still compared and
+  counted on its own).
 - Every failure (timeout, the shadow's own queue full, replica gone) is counted by reason
   and swallowed: the primary's status and latency do not depend on the shadow.
 """
@@ -21,11 +24,11 @@ import random
 from collections import Counter
 from typing import Any
 
-from opentelemetry import context as otel_context
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import IngressConfig
+from deployments.tracing import current_traceparent
 
 logger = logging.getLogger("ray.serve")
 
@@ -39,7 +42,7 @@ class Mirror:
         self.metrics = metrics
         self.sent = 0
         self.drops: Counter[str] = Counter()
-        self._queue: asyncio.Queue[tuple[dict[str, Any], Any]] | None = None
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._senders: list[asyncio.Task[None]] = []
 
     def reconfigure(self, config: IngressConfig) -> None:
@@ -57,7 +60,8 @@ class Mirror:
             return False
         queue = self._ensure_senders()
         try:
-            queue.put_nowait((payload, otel_context.get_current()))
+            # The request's own trace travels with its copy (None when it is not sampled).
+            queue.put_nowait({**payload, "traceparent": current_traceparent()})
         except asyncio.QueueFull:
             self._drop("queue_full")
             return False
@@ -66,7 +70,7 @@ class Mirror:
     def counts(self) -> dict[str, int]:
         return dict(self.drops)
 
-    def _ensure_senders(self) -> asyncio.Queue[tuple[dict[str, Any], Any]]:
+    def _ensure_senders(self) -> asyncio.Queue[dict[str, Any]]:
         if self._queue is None:
             self._queue = asyncio.Queue(maxsize=self.config.shadow_queue_size)
             loop = asyncio.get_running_loop()
@@ -85,40 +89,40 @@ class Mirror:
             task.cancel()
         self._queue, self._senders = None, []
 
-    async def _send_forever(self, queue: asyncio.Queue[tuple[dict[str, Any], Any]]) -> None:
+    async def _send_forever(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
-            payload, trace_context = await queue.get()
-            token = otel_context.attach(trace_context)
+            # What queued while this sender's last call was out goes in one call.
+            batch = [await queue.get()]
+            while len(batch) < self.config.shadow_batch_max_requests and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                await self._send(payload)
+                await self._send(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a sender must never die
                 logger.exception("shadow mirror sender failed")
-            finally:
-                otel_context.detach(token)
 
-    async def _send(self, payload: dict[str, Any]) -> None:
-        response = self.shadow.mirror.remote(**payload)
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        response = self.shadow.mirror_many.remote(batch)
         try:
             await asyncio.wait_for(_result(response), self.config.shadow_timeout_s)
         except TimeoutError:
             response.cancel()
-            self._drop("timeout")
+            self._drop("timeout", len(batch))
         except BackPressureError:
-            self._drop("shadow_queue_full")
+            self._drop("shadow_queue_full", len(batch))
         except Exception as exc:  # noqa: BLE001 - replica died, unavailable, ...
-            self._drop("unavailable")
+            self._drop("unavailable", len(batch))
             logger.warning("mirror to shadow failed: %s: %s", type(exc).__name__, exc)
         else:
-            self.sent += 1
+            self.sent += len(batch)
             if self.metrics:
-                self.metrics.sent.inc()
+                self.metrics.sent.inc(len(batch))
 
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] += 1
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] += count
         if self.metrics:
-            self.metrics.dropped.inc(1, {"reason": reason})
+            self.metrics.dropped.inc(count, {"reason": reason})
 
 
 async def _result(response: Any) -> Any:

@@ -21,6 +21,7 @@ from deployments.batched_model import BatchedModel
 from deployments.config import BatchConfig, ShadowConfig
 from deployments.diff_log import DiffLog, row_hash
 from deployments.metrics import ShadowMetrics
+from deployments.mirror_batch import mirror_each
 from deployments.runner import Outputs
 from deployments.shadow_compare import ShadowStats, Thresholds
 from deployments.tracing import current_trace_id
@@ -89,6 +90,10 @@ class ShadowReplica(BatchedModel):
             for row in rows:
                 if not row.agrees or row.abs_delta >= self.config.diff_log_min_abs_delta:
                     self._log_diff(row, features, request_id, trace_id or current_trace_id())
+
+    async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
+        """Many mirrored requests in one call (see deployments/mirror_batch.py)."""
+        await mirror_each(self.mirror, payloads)
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:
         cfg = self.config

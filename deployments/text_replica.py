@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,10 @@ from deployments.config import TextBatchConfig, TextShadowConfig
 from deployments.errors import InvalidInput, ServingError, returned_not_raised
 from deployments.memory_guard import MemoryGuard, memory_guarded
 from deployments.metrics import StageMetrics, TextBatchMetrics, TextShadowMetrics
+from deployments.mirror_batch import mirror_each
 from deployments.monitoring import Monitor, monitored, replica_deployment_name
 from deployments.runner import resolve_device
+from deployments.torch_threads import ThreadCount
 from deployments.tracing import (
     context_of_link,
     current_trace_id,
@@ -80,8 +83,8 @@ class BatchedTextEncoder:
         from deployments.text.encoder import TextEncoder
         from deployments.text.metadata import read_text_metadata
 
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+        self.threads = ThreadCount(torch_threads)
+        self.threads.apply()  # this thread too: warm-up runs here
         self.metadata = read_text_metadata(model_dir, model_name, version)
         encoder = TextEncoder.from_metadata(self.metadata, resolve_device(device))
         if self.int8:
@@ -103,12 +106,12 @@ class BatchedTextEncoder:
         self.batch_metrics = TextBatchMetrics(model_name, version)
         install_log_correlation(logger)
         logger.info(
-            "loaded %s:%s (%s) on %s, %d threads",
+            "loaded %s:%s (%s) on %s, CPU threads per forward pass: %s",
             model_name,
             version,
             encoder.variant,
             encoder.device,
-            torch.get_num_threads(),
+            torch_threads or f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -169,6 +172,7 @@ class BatchedTextEncoder:
         import torch
 
         parent = context_of_link(links[0]) if links else None
+        self.threads.apply()
         with (
             self.monitor.call("compute", attributes, links, parent=parent),
             torch.inference_mode(),
@@ -304,6 +308,10 @@ class TextShadowReplica(BatchedTextEncoder):
                     request_id,
                     trace_id or current_trace_id(),
                 )
+
+    async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
+        """Many mirrored requests in one call (see deployments/mirror_batch.py)."""
+        await mirror_each(self.mirror, payloads)
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float | None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 
-import torch
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from deployments.text.encoder import TextEncoder
+from deployments.torch_threads import ThreadCount
 
-torch.set_num_threads(int(os.environ.get("BASELINE_TORCH_THREADS", "2")))
+# Applied in each threadpool thread too (an OpenMP thread count is per thread).
+THREADS = ThreadCount(int(os.environ.get("BASELINE_TORCH_THREADS", "2")))
+THREADS.apply()
 app = FastAPI()
 encoder = TextEncoder()
 encoder.warm_up()
@@ -31,5 +33,6 @@ class Request(BaseModel):
 @app.post("/v1/models/minilm:predict")
 def predict(request: Request) -> dict:
     # A sync endpoint: FastAPI runs it in its threadpool, one forward pass per request.
+    THREADS.apply()
     embeddings = encoder.encode([i.text for i in request.instances])
     return {"predictions": [{"embedding": row} for row in embeddings.tolist()]}

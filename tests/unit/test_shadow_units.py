@@ -110,11 +110,13 @@ class _Shadow:
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.received: list[dict] = []
+        self.calls = 0
         self.cancelled = 0
-        self.mirror = self
+        self.mirror_many = self
 
-    def remote(self, **payload):
-        self.received.append(payload)
+    def remote(self, batch: list[dict]):
+        self.calls += 1
+        self.received.extend(batch)
         return _Response(self)
 
 
@@ -157,8 +159,12 @@ def test_mirror_counts_every_outcome_and_never_raises(behaviour: str, reason: st
         assert mirror.sent == 5 and not mirror.drops
     else:
         assert mirror.drops[reason] == 5 and mirror.sent == 0
+    # Offered together, the five went in one call, each payload with its (unsampled) trace.
+    assert mirror.shadow.calls == 1
+    assert [p["request_id"] for p in mirror.shadow.received] == [str(i) for i in range(5)]
+    assert all(p["traceparent"] is None for p in mirror.shadow.received)
     if behaviour == "hang":
-        assert mirror.shadow.cancelled == 5
+        assert mirror.shadow.cancelled == 1
 
 
 def test_full_queue_drops_instead_of_blocking() -> None:
@@ -186,3 +192,18 @@ def test_sampling_rate_is_respected() -> None:
         return sum(mirror.offer({}) for _ in range(100))
 
     assert asyncio.run(run()) == 0
+
+
+def test_one_call_carries_at_most_shadow_batch_max_requests() -> None:
+    async def run() -> Mirror:
+        config = IngressConfig(
+            shadow_sample_rate=1.0, shadow_concurrency=1, shadow_batch_max_requests=2
+        )
+        mirror = Mirror(_Shadow("ok"), config)
+        for i in range(5):
+            mirror.offer({"request_id": str(i)})
+        await _drain(mirror, 5)
+        return mirror
+
+    mirror = asyncio.run(run())
+    assert mirror.sent == 5 and mirror.shadow.calls == 3

@@ -104,6 +104,10 @@ def test_a_sampled_traceparent_is_continued_and_an_unsampled_one_is_not() -> Non
         "Ingress", "POST", parent=tracing.request_context(f"00-{quiet}-00f067aa0ba902b7-00")
     ) as span:
         assert not span.is_recording() and tracing.current_trace_id() == quiet
+        # Children of an unsampled span start nothing and stay in the same (quiet) trace.
+        with tracing.child_span("Validator", "validation") as child:
+            assert not child.is_recording() and tracing.current_trace_id() == quiet
+        assert tracing.current_trace_id() == quiet
     spans = {
         s.name: s for s in MEMORY.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id
     }
