@@ -25,6 +25,17 @@ from deployments.validator import Validator
 logger = logging.getLogger("ray.serve")
 
 
+# glibc hands a forward pass's large activation buffers back to the OS (mmap/munmap above its
+# adaptive threshold, heap trimming) and page-faults them in again on the next pass. With the
+# buffers kept in the process, 6 s of single-thread MiniLM passes over 48 short sentences
+# spent 0.03 s in the kernel instead of 0.36-0.40 s. The memory kept is what a replica uses
+# at its peak anyway (bounded by the token budget).
+ENCODER_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),  # glibc's maximum for this setting
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+}
+
+
 def build_app(args: AppArgs) -> Application:
     return bind_graph(args, ShadowReplica)
 
@@ -77,7 +88,11 @@ def bind_text(args: AppArgs, model_dir: str) -> tuple[Application | None, Applic
         return None, None
     from deployments.text_replica import TextEncoderReplica, TextShadowReplica
 
-    actor = {"num_cpus": spec.encoder_num_cpus, "memory": spec.encoder_memory_bytes}
+    actor = {
+        "num_cpus": spec.encoder_num_cpus,
+        "memory": spec.encoder_memory_bytes,
+        "runtime_env": {"env_vars": dict(ENCODER_MALLOC_ENV)},
+    }
     encoder = TextEncoderReplica.options(
         num_replicas=spec.encoder_replicas,
         ray_actor_options={**actor, "num_gpus": spec.encoder_num_gpus},

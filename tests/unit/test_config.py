@@ -150,3 +150,7 @@ def test_text_encoder_replicas_reach_the_bound_deployment(serve_config: dict) ->
         if hasattr(arg, "_bound_deployment")
     }
     assert bound["TextEncoder"]._deployment_config.num_replicas == 2
+    # Both encoders keep their activation buffers (no mmap/munmap page faults per pass).
+    for name in ("TextEncoder", "TextShadow"):
+        env = bound[name].ray_actor_options["runtime_env"]["env_vars"]
+        assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 << 20), name
