@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import psutil
 import pytest
 
 from deployments.errors import InvalidInput
@@ -84,3 +85,15 @@ def test_mirrored_requests_reach_the_shadow(service, handles) -> None:
     )
     assert stats["candidate_version"] == "2"
     assert 0.0 <= stats["label_agreement"] <= 1.0 and stats["compared_rows"] >= 20
+
+
+def test_replicas_run_at_normal_priority(service) -> None:
+    """The fast path's RAY_worker_niceness=0 reaches every replica process (Ray's default
+    starts workers at nice 15, behind everything else on the node)."""
+    replicas = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("ServeReplica:" in part for part in (p.info["cmdline"] or []))
+    ]
+    assert replicas, "no replica processes found"
+    assert {p.nice() for p in replicas} == {0}
