@@ -11,6 +11,7 @@ Systems (each alone on the machine while measured, same model, same validation c
                result cache off so every request is computed
   ours, Python proxy        the same behind Ray's Python proxy instead of HAProxy
   ours, no caller batching  the same with one request per Validator/ModelReplica call
+  ours, replicas at nice 15 the same with Ray's default worker priority (nice 15)
   ours, Ray defaults        (full mode) `serve run` with none of the settings: Python proxy,
                             user code in a separate thread, actor calls
 
@@ -197,6 +198,10 @@ def lever_variants(full: bool) -> dict[str, tuple[dict[str, Any], dict[str, str]
         "ours, no caller batching": (
             variant(ours_config(), Ingress={"caller_batch_max_requests": 1}),
             FAST_PATH_ENV,
+        ),
+        "ours, replicas at nice 15": (
+            ours_config(),
+            {**FAST_PATH_ENV, "RAY_worker_niceness": "15"},
         ),
     }
     if full:
