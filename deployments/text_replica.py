@@ -78,8 +78,6 @@ class BatchedTextEncoder:
     def __init__(
         self, model_dir: str, model_name: str, version: str, device: str, torch_threads: int = 0
     ) -> None:
-        import torch
-
         from deployments.text.encoder import TextEncoder
         from deployments.text.metadata import read_text_metadata
 
