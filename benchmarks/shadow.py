@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
         "shadow off": variant(base, Ingress={"shadow_sample_rate": 0.0}),
         "shadow 10%": variant(base, Ingress={"shadow_sample_rate": 0.1}),
         "shadow 10%, candidate 10x slower": variant(
-            base, import_path="deployments.chaos:build_slow", Ingress={"shadow_sample_rate": 0.1}
+            base,
+            import_path="deployments.shadow.chaos:build_slow",
+            Ingress={"shadow_sample_rate": 0.1},
         ),
     }
     service = LocalService(variants["shadow off"])

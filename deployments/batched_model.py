@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.admission.memory_guard import MemoryGuard, memory_guarded
 from deployments.artifacts import load_artifact
-from deployments.autoscaling import REQUESTS_IN_FLIGHT
 from deployments.config import BatchConfig
 from deployments.errors import ServingError
-from deployments.memory_guard import MemoryGuard, memory_guarded
-from deployments.metrics import BatchMetrics, StageMetrics
-from deployments.monitoring import Monitor, replica_deployment_name
+from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT
 from deployments.runner import ModelRunner, Outputs, resolve_device
-from deployments.tracing import context_of_link, install_log_correlation, link_to_current
+from deployments.telemetry.metrics import BatchMetrics, StageMetrics
+from deployments.telemetry.monitoring import Monitor, replica_deployment_name
+from deployments.telemetry.tracing import context_of_link, install_log_correlation, link_to_current
 
 logger = logging.getLogger("ray.serve")
 
@@ -61,7 +61,7 @@ class BatchedModel:
             replica_deployment_name(type(self).__name__), StageMetrics(model_name, version)
         )
         self.batch_metrics = BatchMetrics(model_name, version, self.metadata.task.labels)
-        # Requests inside `infer` right now: the autoscaling signal (deployments/autoscaling.py).
+        # Requests inside `infer` now: the autoscaling signal (deployments/roles/autoscaling.py).
         self.requests_in_flight = 0
         install_log_correlation(logger)
         logger.info("loaded %s:%s on %s", model_name, version, self.runner.device)
@@ -81,7 +81,7 @@ class BatchedModel:
         return max(1, min(self.batch.max_batch_size, fits))
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Serve calls this for the autoscaling policy (see deployments/autoscaling.py)."""
+        """Serve calls this for the autoscaling policy (see deployments/roles/autoscaling.py)."""
         return {REQUESTS_IN_FLIGHT: float(self.requests_in_flight)}
 
     @memory_guarded(lambda self: self.memory_guard)

@@ -18,7 +18,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class MemoryGuardConfig(BaseModel):
-    """Memory-aware admission thresholds (see deployments/memory_guard.py)."""
+    """Memory-aware admission thresholds (see deployments/admission/memory_guard.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

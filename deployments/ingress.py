@@ -25,9 +25,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from deployments.admission import DEADLINE_HEADER, Admission, Deadline
-from deployments.auth import BearerAuth, load_token
-from deployments.caller_batch import CallerBatcher
+from deployments.admission.auth import BearerAuth, load_token
+from deployments.admission.caller_batch import CallerBatcher
+from deployments.admission.inflight import DEADLINE_HEADER, Admission, Deadline
+from deployments.admission.memory_guard import MemoryGuard
+from deployments.admission.resilience import ResultCache, is_transient, retry_transient
 from deployments.config import AppArgs, IngressConfig
 from deployments.errors import (
     BadRequest,
@@ -43,18 +45,20 @@ from deployments.errors import (
     ShadowNotConfigured,
     raise_if_error,
 )
-from deployments.memory_guard import MemoryGuard
 from deployments.metadata import ModelMetadata, read_metadata
-from deployments.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
-from deployments.node_metrics import NodeMetrics
 from deployments.protocol import text as text_protocol
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
-from deployments.request_telemetry import RequestTelemetry, TelemetryTarget
-from deployments.resilience import ResultCache, is_transient, retry_transient
 from deployments.schema import build_instance_model
-from deployments.shadow_mirror import Mirror
-from deployments.tracing import current_trace_id, current_traceparent, install_log_correlation
+from deployments.shadow.mirror import Mirror
+from deployments.telemetry.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
+from deployments.telemetry.node_metrics import NodeMetrics
+from deployments.telemetry.request_telemetry import RequestTelemetry, TelemetryTarget
+from deployments.telemetry.tracing import (
+    current_trace_id,
+    current_traceparent,
+    install_log_correlation,
+)
 
 logger = logging.getLogger("ray.serve")
 

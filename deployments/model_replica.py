@@ -11,8 +11,8 @@ from ray import serve
 
 from deployments.batched_model import BatchedModel
 from deployments.errors import ServingError, returned_not_raised
-from deployments.monitoring import monitored
-from deployments.tracing import context_of_link, link_from_traceparent, link_to_current
+from deployments.telemetry.monitoring import monitored
+from deployments.telemetry.tracing import context_of_link, link_from_traceparent, link_to_current
 
 
 @serve.deployment(name="ModelReplica")

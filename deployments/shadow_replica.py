@@ -19,12 +19,12 @@ from ray import serve
 
 from deployments.batched_model import BatchedModel
 from deployments.config import BatchConfig, ShadowConfig
-from deployments.diff_log import DiffLog, row_hash
-from deployments.metrics import ShadowMetrics
-from deployments.mirror_batch import mirror_each
 from deployments.runner import Outputs
-from deployments.shadow_compare import ShadowStats, Thresholds
-from deployments.tracing import current_trace_id
+from deployments.shadow.compare import ShadowStats, Thresholds
+from deployments.shadow.diff_log import DiffLog, row_hash
+from deployments.shadow.mirror_batch import mirror_each
+from deployments.telemetry.metrics import ShadowMetrics
+from deployments.telemetry.tracing import current_trace_id
 
 logger = logging.getLogger("ray.serve")
 
@@ -92,7 +92,7 @@ class ShadowReplica(BatchedModel):
                     self._log_diff(row, features, request_id, trace_id or current_trace_id())
 
     async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
-        """Many mirrored requests in one call (see deployments/mirror_batch.py)."""
+        """Many mirrored requests in one call (see deployments/shadow/mirror_batch.py)."""
         await mirror_each(self.mirror, payloads)
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:

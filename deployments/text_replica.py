@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.admission.memory_guard import MemoryGuard, memory_guarded
 from deployments.config import TextBatchConfig, TextShadowConfig
 from deployments.errors import InvalidInput, ServingError, returned_not_raised
-from deployments.memory_guard import MemoryGuard, memory_guarded
-from deployments.metrics import StageMetrics, TextBatchMetrics, TextShadowMetrics
-from deployments.mirror_batch import mirror_each
-from deployments.monitoring import Monitor, monitored, replica_deployment_name
+from deployments.kinds.torch_threads import ThreadCount
 from deployments.runner import resolve_device
-from deployments.torch_threads import ThreadCount
-from deployments.tracing import (
+from deployments.shadow.mirror_batch import mirror_each
+from deployments.telemetry.metrics import StageMetrics, TextBatchMetrics, TextShadowMetrics
+from deployments.telemetry.monitoring import Monitor, monitored, replica_deployment_name
+from deployments.telemetry.tracing import (
     context_of_link,
     current_trace_id,
     install_log_correlation,
@@ -308,7 +308,7 @@ class TextShadowReplica(BatchedTextEncoder):
                 )
 
     async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
-        """Many mirrored requests in one call (see deployments/mirror_batch.py)."""
+        """Many mirrored requests in one call (see deployments/shadow/mirror_batch.py)."""
         await mirror_each(self.mirror, payloads)
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:

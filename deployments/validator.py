@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.drift import DriftRecorder
 from deployments.errors import InvalidInput, ServingError, returned_not_raised
 from deployments.metadata import read_metadata
-from deployments.metrics import DriftMetrics, StageMetrics
-from deployments.monitoring import Monitor, monitored
 from deployments.protocol import v2
 from deployments.schema import InputSchema
-from deployments.tracing import context_from_traceparent, install_log_correlation
+from deployments.telemetry.drift import DriftRecorder
+from deployments.telemetry.metrics import DriftMetrics, StageMetrics
+from deployments.telemetry.monitoring import Monitor, monitored
+from deployments.telemetry.tracing import context_from_traceparent, install_log_correlation
 
 logger = logging.getLogger("ray.serve")
 

@@ -1,8 +1,8 @@
 """Render cluster/grafana/inference-dashboard.json: the service's Grafana dashboard.
 
 Panels are declared here as (title, unit, queries) so the JSON stays reviewable as code and
-every query is written against deployments/metrics.py's names (Ray prefixes them `ray_` and
-suffixes counters `_total`). The integration suite scrapes a live service and checks that
+every query is written against deployments/telemetry/metrics.py's names (Ray
+prefixes them `ray_` and suffixes counters `_total`). The integration suite scrapes a live service and checks that
 every metric a panel queries was really exported.
 
     python cluster/grafana/render_dashboard.py   # rewrites the JSON
@@ -299,7 +299,7 @@ def dashboard() -> dict[str, Any]:
         "uid": "ray-serve-inference",
         "title": "Ray Serve inference service",
         "description": "Traffic, stage latency, batching, predictions, input drift and the "
-        "shadow candidate. Metrics from deployments/metrics.py via Ray's metrics agents.",
+        "shadow candidate. Metrics from deployments/telemetry/metrics.py via Ray's metrics agents.",
         "tags": ["ray-serve", "inference"],
         "timezone": "browser",
         "schemaVersion": 39,

@@ -46,7 +46,7 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
         # Every request reaches the model (no cached answers), so the load is the model's.
         with_user_config(service.config, "Ingress", cache_enabled=False),
         # The model is the cheap stage here (the ingress costs more CPU), so the requests in
-        # flight there (what the shipped policy scales on: deployments/autoscaling.py) under
+        # flight there (what the shipped policy scales on: deployments/roles/autoscaling.py) under
         # 16 clients hover around 1-8: a target of 1 asks for a second replica.
         target_ongoing_requests=1,
         upscale_delay_s=1,

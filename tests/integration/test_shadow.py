@@ -80,9 +80,9 @@ def test_report_compares_the_real_candidate(service) -> None:
 @pytest.mark.parametrize(
     "builder,failure",
     [
-        ("deployments.chaos:build_raising", "candidate_errors"),
-        ("deployments.chaos:build_hanging", "candidate_timeouts"),
-        ("deployments.chaos:build_slow", None),
+        ("deployments.shadow.chaos:build_raising", "candidate_errors"),
+        ("deployments.shadow.chaos:build_hanging", "candidate_timeouts"),
+        ("deployments.shadow.chaos:build_slow", None),
     ],
     ids=["raises", "hangs", "10x-slower"],
 )
@@ -176,7 +176,7 @@ def test_report_cli_prints_and_gates_on_the_recommendation(service) -> None:
     import subprocess
     import sys
 
-    cli = [sys.executable, "-m", "deployments.shadow_report", "--url", service.base_url]
+    cli = [sys.executable, "-m", "deployments.shadow.report", "--url", service.base_url]
     text = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert text.returncode in (0, 3), text.stderr
     assert "label agreement" in text.stdout and "recommendation" in text.stdout
@@ -184,7 +184,7 @@ def test_report_cli_prints_and_gates_on_the_recommendation(service) -> None:
     report = json.loads(raw.stdout)
     assert raw.returncode == (0 if report["recommendation"] == "promote" else 3)
     down = subprocess.run(
-        [sys.executable, "-m", "deployments.shadow_report", "--url", "http://127.0.0.1:9"],
+        [sys.executable, "-m", "deployments.shadow.report", "--url", "http://127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from deployments.autoscaling import REQUESTS_IN_FLIGHT, requests_in_flight_policy
+from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT, requests_in_flight_policy
 from tests.support import REPO
 
 
@@ -43,4 +43,4 @@ def test_the_shipped_model_deployment_uses_this_policy() -> None:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     (model,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "ModelReplica"]
     policy = model["autoscaling_config"]["policy"]["policy_function"]
-    assert policy == "deployments.autoscaling:requests_in_flight_policy"
+    assert policy == "deployments.roles.autoscaling:requests_in_flight_policy"

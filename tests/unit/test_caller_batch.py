@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from deployments.caller_batch import CallerBatcher
+from deployments.admission.caller_batch import CallerBatcher
 
 
 class Downstream:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from deployments.drift import DriftRecorder
 from deployments.errors import InvalidInput
 from deployments.metadata import read_metadata
 from deployments.schema import InputSchema
+from deployments.telemetry.drift import DriftRecorder
 from tests.support import MODEL, MODELS, sample_transactions
 
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from deployments.errors import InvalidInput
-from deployments.monitoring import Monitor, monitored
+from deployments.telemetry.monitoring import Monitor, monitored
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from deployments.request_telemetry import RequestTelemetry, TelemetryTarget
+from deployments.telemetry.request_telemetry import RequestTelemetry, TelemetryTarget
 
 
 class Answers:

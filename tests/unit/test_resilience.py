@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from deployments.admission import Admission, Deadline
-from deployments.auth import BearerAuth, load_token
+from deployments.admission.auth import BearerAuth, load_token
+from deployments.admission.inflight import Admission, Deadline
+from deployments.admission.memory_guard import MemoryGuard, cgroup_memory, memory_guarded
+from deployments.admission.resilience import ResultCache, retry_transient
 from deployments.config import MemoryGuardConfig
 from deployments.errors import BadRequest, DeadlineExceeded, Overloaded, Unauthorized
-from deployments.memory_guard import MemoryGuard, cgroup_memory, memory_guarded
-from deployments.resilience import ResultCache, retry_transient
 
 
 class Clock:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from deployments.config import IngressConfig
-from deployments.diff_log import DiffLog, row_hash
-from deployments.shadow_compare import ShadowStats, Thresholds, quantiles, wilson_interval
-from deployments.shadow_mirror import Mirror
+from deployments.shadow.compare import ShadowStats, Thresholds, quantiles, wilson_interval
+from deployments.shadow.diff_log import DiffLog, row_hash
+from deployments.shadow.mirror import Mirror
 
 
 def outputs(labels: list[str], scores: list[float]) -> dict:

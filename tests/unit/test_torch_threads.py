@@ -19,7 +19,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, threading, time
     import torch
-    from deployments.torch_threads import ThreadCount
+    from deployments.kinds.torch_threads import ThreadCount
 
     threads = ThreadCount(2)
     threads.apply()  # the constructor's thread, as in a replica's __init__

@@ -162,8 +162,8 @@ class RequestMetrics:
 class StageMetrics:
     """One stage of the graph (validation, queue wait, compute, ...): latency and outcomes.
 
-    Written only through `deployments.monitoring.Monitor`, the one place that times, logs and
-    counts a call.
+    Written only through `deployments.telemetry.monitoring.Monitor`, the one place that times,
+    logs and counts a call.
     """
 
     def __init__(self, model: str, version: str) -> None:

@@ -1,6 +1,6 @@
 """Autoscaling on the requests a replica is actually working on, not on the calls it holds.
 
-With batching at the caller (deployments/caller_batch.py) one handle call carries a whole
+With batching at the caller (deployments/admission/caller_batch.py) one handle call carries a whole
 batch of requests, so Serve's own signal, ongoing calls per replica, stays at one or two
 whether the batch holds 2 requests or 60: a replica at capacity would never look busy. The
 ModelReplica reports `requests_in_flight` itself (`record_autoscaling_stats`), and this

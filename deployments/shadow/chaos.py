@@ -2,7 +2,7 @@
 
 Each builder is the production graph with the ShadowReplica's candidate inference replaced
 by a fault: it raises, it hangs, or it is ten times slower. Point `import_path` at one of
-them (e.g. `deployments.chaos:build_slow`) in a staging copy of serve_config.yaml and the
+them (e.g. `deployments.shadow.chaos:build_slow`) in a staging copy of serve_config.yaml and the
 primary must answer exactly as before. The tests and the shadow benchmark do this.
 No `from __future__ import annotations`: Serve reads the builders' `AppArgs` annotation.
 """

@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link
 
 from deployments.errors import ServingError
-from deployments.tracing import child_span
+from deployments.telemetry.tracing import child_span
 
 logger = logging.getLogger("ray.serve")
 F = TypeVar("F", bound=Callable[..., Any])

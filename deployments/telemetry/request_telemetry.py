@@ -17,7 +17,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from deployments.tracing import TRACE_ID_HEADER, child_span, format_trace_id, request_context
+from deployments.telemetry.tracing import (
+    TRACE_ID_HEADER,
+    child_span,
+    format_trace_id,
+    request_context,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,7 +36,7 @@ CLIENT_CLOSED_REQUEST = 499
 class TelemetryTarget:
     """What the middleware records into; set on `app.state.telemetry` by the Ingress."""
 
-    metrics: Any  # deployments.metrics.RequestMetrics
+    metrics: Any  # deployments.telemetry.metrics.RequestMetrics
     versions: dict[str, str]  # served model name -> primary version
 
 

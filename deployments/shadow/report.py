@@ -1,7 +1,7 @@
 """Print the shadow report of a running service, and exit 0 on "promote", 3 on "hold".
 
-    python -m deployments.shadow_report                       # http://127.0.0.1:8000
-    python -m deployments.shadow_report --url http://host:8000 --model fraud-risk --json
+    python -m deployments.shadow.report                       # http://127.0.0.1:8000
+    python -m deployments.shadow.report --url http://host:8000 --model fraud-risk --json
 
 The exit status lets a rollout pipeline gate a promotion on the candidate's record.
 """

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from deployments.tracing import context_from_traceparent
+from deployments.telemetry.tracing import context_from_traceparent
 
 
 async def mirror_each(

@@ -28,7 +28,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from deployments.config import IngressConfig
-from deployments.tracing import current_traceparent
+from deployments.telemetry.tracing import current_traceparent
 
 logger = logging.getLogger("ray.serve")
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from deployments.errors import InvalidInput
 from deployments.metadata import ModelMetadata
-from deployments.metrics import ZSCORE_BAND_EDGES, ZSCORE_BANDS
+from deployments.telemetry.metrics import ZSCORE_BAND_EDGES, ZSCORE_BANDS
 
 
 class DriftSink(Protocol):
