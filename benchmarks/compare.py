@@ -77,10 +77,10 @@ def records(n: int = 256) -> list[dict[str, Any]]:
 
 def v2_script() -> Path:
     """OIP v2 bodies for the same records: one tensor per feature, shape [1]."""
-    from deployments.metadata import read_metadata
-    from deployments.protocol.v2 import V2_DATATYPES
+    from deployments.kinds.tabular_schema import V2_DATATYPES
+    from deployments.repository.store import load_kind
 
-    metadata = read_metadata(MODELS, MODEL, "1")
+    metadata = load_kind(MODELS, MODEL, "1").metadata
     bodies = []
     for record in records():
         inputs = [
@@ -116,16 +116,17 @@ def raw_rows_per_s(seconds: float = 3.0) -> float:
     import numpy as np
     import torch
 
-    from deployments.artifacts import load_artifact
-    from deployments.runner import ModelRunner
+    from deployments.repository.store import load_kind
 
     torch.set_num_threads(1)
-    runner = ModelRunner(load_artifact(MODELS, MODEL, "1"), torch.device("cpu"))
-    rows = np.random.default_rng(0).normal(size=(64, runner.width)).astype(np.float32)
-    runner.scores(rows)
+    # The replica's own runtime: verified weights, the kind's forward pass over 64 rows.
+    runtime = load_kind(MODELS, MODEL, "1").load(str(MODELS), "cpu", [])
+    rows = np.random.default_rng(0).normal(size=(64, runtime.width)).astype(np.float32)
+    columns = runtime.prepare(runtime.example(64) | {"features": rows})
+    runtime.forward(columns)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        runner.scores(rows)
+        runtime.forward(columns)
         n += 64
     return n / (time.perf_counter() - start)
 

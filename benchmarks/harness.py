@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "predict_v1.lua"
 OVERLOAD_LUA = Path(__file__).resolve().parent / "overload.lua"
 APP = "inference"
+MODEL = "fraud-risk"
 
 
 @dataclass
@@ -68,7 +69,29 @@ def shipped_config() -> dict[str, Any]:
 
 
 def deployment(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """An entry of the application's `deployments:` section (only the Ingress has one:
+    each model's deployments are configured in its spec, see `model_spec`)."""
     return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def model_spec(config: dict[str, Any], name: str = MODEL) -> dict[str, Any]:
+    """The spec of model `name` under the application's `args.models`: its versions,
+    batching, shadow and the resources of its deployments (named `<Role>-<name>`)."""
+    return next(m for m in config["applications"][0]["args"]["models"] if m["name"] == name)
+
+
+def model_autoscaling(config: dict[str, Any], name: str = MODEL) -> dict[str, Any]:
+    """The autoscaling_config of model `name`'s ModelReplica, written into `config` (the
+    shipped default when its spec sets none) so that it can be edited in place."""
+    from deployments.config import ModelSpec
+
+    spec = model_spec(config, name)
+    autoscaling = ModelSpec.model_validate(spec).replica.autoscaling_config
+    if autoscaling is None:
+        raise ValueError(f"model {name!r} runs a fixed number of ModelReplicas")
+    replica = spec.setdefault("replica", {})
+    replica["autoscaling_config"] = dict(autoscaling)
+    return replica["autoscaling_config"]
 
 
 def variant(

@@ -20,8 +20,8 @@ import requests
 from benchmarks.harness import (
     OVERLOAD_LUA,
     LocalService,
-    deployment,
     mixed_script,
+    model_autoscaling,
     run_wrk,
     shipped_config,
     variant,
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     config = variant(shipped_config(), Ingress={"cache_enabled": False})
-    deployment(config, "ModelReplica")["autoscaling_config"].update(
-        min_replicas=1, initial_replicas=1, max_replicas=1
-    )
+    model_autoscaling(config).update(min_replicas=1, initial_replicas=1, max_replicas=1)
     script = mixed_script(extra=OVERLOAD_LUA)
     service = LocalService(config)
     try:

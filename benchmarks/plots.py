@@ -19,12 +19,14 @@ def plot_timeline(
     load_start_s: float,
     load_end_s: float,
     summary: dict[str, Any],
+    deployment: str = "ModelReplica-fraud-risk",
 ) -> Path:
-    """Replicas, offered load and throughput, latency: three panels sharing the time axis."""
+    """Replicas of `deployment`, offered load and throughput, latency: three panels sharing
+    the time axis."""
     fig, (ax_rep, ax_load, ax_lat) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     ts, ns = zip(*replicas, strict=True) if replicas else ((), ())
     ax_rep.step(ts, ns, where="post", color="tab:purple")
-    ax_rep.set_ylabel("ModelReplica\nRUNNING")
+    ax_rep.set_ylabel(f"{deployment}\nRUNNING")
     ax_rep.set_ylim(0, max(ns or (1,)) + 1)
     ax_rep.yaxis.get_major_locator().set_params(integer=True)
 

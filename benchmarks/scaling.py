@@ -21,17 +21,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import LocalService, run_wrk, shipped_config, variant, write_report
+from benchmarks.harness import (
+    MODEL,
+    LocalService,
+    model_autoscaling,
+    run_wrk,
+    shipped_config,
+    variant,
+    write_report,
+)
 from benchmarks.plots import plot_timeline
 
 # Each window is one wrk run: long enough that its p99 is not cut short by the window.
 WINDOW_S = 5
+REPLICA = f"ModelReplica-{MODEL}"
 
 
 def replica_count() -> int:
     from ray import serve
 
-    status = serve.status().applications["inference"].deployments["ModelReplica"]
+    status = serve.status().applications["inference"].deployments[REPLICA]
     return status.replica_states.get("RUNNING", 0)
 
 
@@ -45,11 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     config = variant(shipped_config(), Ingress={"cache_enabled": False})
-    model = next(d for d in config["applications"][0]["deployments"] if d["name"] == "ModelReplica")
+    scaling = model_autoscaling(config)
     if not args.shipped:
-        model["autoscaling_config"]["downscale_delay_s"] = 15
-        model["autoscaling_config"]["target_ongoing_requests"] = 8
-    autoscaling = dict(model["autoscaling_config"])
+        scaling["downscale_delay_s"] = 15
+        scaling["target_ongoing_requests"] = 8
+    autoscaling = dict(scaling)
 
     service = LocalService(config)
     replicas: list[tuple[float, int]] = []
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     png = args.out / f"scaling-{time.strftime('%Y%m%dT%H%M%S')}.png"
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_timeline(png, replicas, windows, load_start, load_end, summary)
+    plot_timeline(png, replicas, windows, load_start, load_end, summary, REPLICA)
 
     def fmt(v: float | None) -> str:
         return "never" if v is None else f"{v:.1f} s"

@@ -4,7 +4,8 @@ side by side in one run on the same cores.
 1. raw: the batched forward pass alone (TextEncoder, batch 32, no HTTP, no Ray): the limit;
 2. fastapi: plain FastAPI + uvicorn (1 worker) encoding each request on its own;
 3. served: this service (shipped serve_config.yaml: validation, 10% int8 shadow, metrics,
-   1% tracing), result cache off so every text is computed.
+   1% tracing), result cache off so every text is computed: the minilm model's Ingress,
+   ModelReplica-minilm and ShadowReplica-minilm deployments.
 
 2 and 3 are driven by wrk with the same bodies (`--texts-per-request` short sentences each),
 first closed-loop at `--connections`, then paced at half the served peak (wrk's per-request
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -37,7 +39,8 @@ from benchmarks.harness import (
 )
 from benchmarks.text_encoder import short_sentences, time_forward
 
-PATH = "/v1/models/minilm:predict"
+MODEL = "minilm"
+PATH = f"/v1/models/{MODEL}:predict"
 
 
 def text_script(texts_per_request: int, n_bodies: int = 128, pace_ms: float = 0) -> Path:
@@ -62,12 +65,29 @@ def text_script(texts_per_request: int, n_bodies: int = 128, pace_ms: float = 0)
 def raw_items_per_s(seconds: float) -> float:
     import torch
 
-    from deployments.text.encoder import TextEncoder
+    from deployments.kinds.text.encoder import TextEncoder
 
     torch.set_num_threads(2)
     encoder = TextEncoder()
     texts = short_sentences(32)
     return max(time_forward(encoder, texts, seconds / 3) for _ in range(3))
+
+
+def served_config(torch_threads: int | None, replicas: int | None) -> dict[str, Any]:
+    """serve_config.yaml with the result cache off and the text model required (not
+    `optional`: a missing `text` extra fails the deploy instead of serving without it)."""
+    config = variant(shipped_config(), Ingress={"cache_enabled": False})
+    specs = [s for s in config["applications"][0]["args"]["models"] if s["name"] == MODEL]
+    if not specs:
+        raise SystemExit(f"serve_config.yaml serves no model {MODEL!r}")
+    spec = specs[0]
+    spec["optional"] = False
+    replica = spec.setdefault("replica", {})
+    if replicas is not None:
+        replica["num_replicas"] = replicas
+    if torch_threads is not None:
+        replica["torch_threads"] = torch_threads
+    return config
 
 
 def start_fastapi(port: int) -> subprocess.Popen:
@@ -129,13 +149,15 @@ def main(argv: list[str] | None = None) -> None:
         "--torch-threads",
         type=int,
         default=None,
-        help="the served encoder's text_model.encoder_torch_threads (default: as shipped)",
+        help=f"torch threads of each {MODEL} replica: its spec's replica.torch_threads "
+        "(default: as shipped)",
     )
     parser.add_argument(
         "--encoder-replicas",
         type=int,
         default=None,
-        help="the served text_model.encoder_replicas (default: as shipped)",
+        help=f"replicas of ModelReplica-{MODEL}: its spec's replica.num_replicas "
+        "(default: as shipped)",
     )
     args = parser.parse_args(argv)
 
@@ -154,21 +176,14 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait(30)
     print(f"fastapi: {fastapi}", flush=True)
 
-    config = variant(shipped_config(), Ingress={"cache_enabled": False})
-    config["applications"][0]["args"]["text_model"]["enabled"] = True
-    if args.encoder_replicas is not None:
-        config["applications"][0]["args"]["text_model"]["encoder_replicas"] = args.encoder_replicas
-    if args.torch_threads is not None:
-        config["applications"][0]["args"]["text_model"]["encoder_torch_threads"] = (
-            args.torch_threads
-        )
+    config = served_config(args.torch_threads, args.encoder_replicas)
     service = LocalService(config)
     try:
         served = {
             k: measure(service.url, k, args.connections, args.duration_s)
             for k in args.texts_per_request
         }
-        shadow = requests.get(f"{service.url}/v1/shadow/report?model=minilm", timeout=10).json()
+        shadow = requests.get(f"{service.url}/v1/shadow/report?model={MODEL}", timeout=10).json()
     finally:
         service.close()
     print(f"served: {served}", flush=True)
@@ -190,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         f"({time.strftime('%Y-%m-%d %H:%M')}); raw batched forward pass {raw:.1f} items/s; "
         f"served encoder torch threads: {args.torch_threads or 'as shipped'}, "
         f"replicas: {args.encoder_replicas or 'as shipped'}; "
-        f"int8 shadow agreement {shadow.get('agreement_rate')} over "
-        f"{shadow.get('compared_rows')} rows (cosine p50 {shadow.get('cosine', {}).get('p50')})"
+        f"int8 shadow agreement {shadow.get('agreement')} over "
+        f"{shadow.get('compared_rows')} rows "
+        f"(cosine p50 <= {(shadow.get('metric_quantiles') or {}).get('p50')})"
         "\n\n" + "\n".join(rows)
     )
     write_report(

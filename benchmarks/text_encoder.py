@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from deployments.text.encoder import TextEncoder
-from deployments.text.quantized import SCHEMES, int8_encoder
+from deployments.kinds.text.encoder import TextEncoder
+from deployments.kinds.text.quantized import SCHEMES, int8_encoder
 
 SUBJECTS = ["The new manager", "A small dog", "Our support team", "The old bridge", "My neighbour"]
 VERBS = ["quietly fixed", "carefully painted", "finally approved", "slowly crossed", "happily sold"]

@@ -1,39 +1,32 @@
 """The application graph, wired. Nothing else lives here.
 
-    client -> Ingress -> Validator -> ModelReplica (primary)
-                     \\-(sampled, after answering)-> ShadowReplica (candidate)
-                     \\-> TextEncoder (text model)  \\-(sampled)-> TextShadow (int8)
+    client -> Ingress -> Validator[m] -> ModelReplica[m]       for every served model m
+                     \\-(sampled, after answering)-> ShadowReplica[m] (its candidate)
 
 `serve run serve_config.yaml` calls `build_app` with the config's `args`, which Serve
-validates into `AppArgs` first; artifacts are checked here, before any replica starts.
+validates into `AppArgs` first; every artifact's metadata is checked here, before any
+replica starts. Each model's deployments are named `<Role>-<model>`.
 (No `from __future__ import annotations` here: Serve inspects the real annotation class.)
 """
 
 import importlib.util
 import logging
+from typing import Any
 
 from ray.serve import Application, Deployment
 
-from deployments.config import AppArgs, TextModelArgs
+from deployments.config import AppArgs, ModelSpec, ShadowConfig
 from deployments.errors import ArtifactError
-from deployments.ingress import Ingress
-from deployments.metadata import read_metadata
-from deployments.model_replica import ModelReplica
-from deployments.shadow_replica import ShadowReplica
-from deployments.validator import Validator
+from deployments.kinds.base import ModelKind
+from deployments.repository import architectures
+from deployments.repository.metadata import available_models
+from deployments.repository.store import latest_version, load_kind
+from deployments.roles.ingress import Ingress
+from deployments.roles.replica import ModelReplica
+from deployments.roles.shadow import ShadowReplica
+from deployments.roles.validator import Validator
 
 logger = logging.getLogger("ray.serve")
-
-
-# glibc hands a forward pass's large activation buffers back to the OS (mmap/munmap above its
-# adaptive threshold, heap trimming) and page-faults them in again on the next pass. With the
-# buffers kept in the process, 6 s of single-thread MiniLM passes over 48 short sentences
-# spent 0.03 s in the kernel instead of 0.36-0.40 s. The memory kept is what a replica uses
-# at its peak anyway (bounded by the token budget).
-ENCODER_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),  # glibc's maximum for this setting
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-}
 
 
 def build_app(args: AppArgs) -> Application:
@@ -41,71 +34,120 @@ def build_app(args: AppArgs) -> Application:
 
 
 def bind_graph(args: AppArgs, shadow_deployment: Deployment) -> Application:
-    """Bind the graph with a given candidate deployment (a ShadowReplica or a subclass)."""
+    """The graph with a given candidate deployment (a ShadowReplica or a subclass)."""
+    specs = model_specs(args)
+    if not specs:
+        raise ArtifactError(f"no models to serve: {args.model_dir} holds none")
+    entries = [e for spec in specs if (e := bind_model(args, spec, shadow_deployment)) is not None]
+    if not entries:
+        raise ArtifactError("none of the configured models can be served here (see the log)")
+    return Ingress.bind(args, entries)
+
+
+def model_specs(args: AppArgs) -> list[ModelSpec]:
+    """The models to serve: those listed, or every model under model_dir at its highest
+    version, each optional (one whose kind cannot run here is skipped with a warning)."""
+    if args.models is not None:
+        return args.models
+    return [ModelSpec(name=name, optional=True) for name in available_models(args.model_dir)]
+
+
+def bind_model(
+    args: AppArgs, spec: ModelSpec, shadow_deployment: Deployment = ShadowReplica
+) -> dict[str, Any] | None:
+    """One model's deployments, bound; None when an optional model's kind cannot run here."""
     model_dir = str(args.model_dir)
-    primary = read_metadata(model_dir, args.model_name, args.primary_version)
-    shadow = None
-    if args.candidate_version is not None:
-        candidate = read_metadata(model_dir, args.model_name, args.candidate_version)
-        if candidate.schema_fingerprint() != primary.schema_fingerprint():
-            raise ArtifactError(
-                f"schema mismatch: candidate {args.model_name}:{args.candidate_version} expects "
-                f"a different feature schema than primary {args.model_name}:"
-                f"{args.primary_version}; a shadow must accept the primary's validated input"
-            )
-        shadow = shadow_deployment.bind(
-            model_dir, args.model_name, args.candidate_version, args.device, args.primary_version
-        )
-    validator = Validator.bind(
-        model_dir, args.model_name, args.primary_version, args.max_instances_per_request
-    )
-    model = ModelReplica.bind(model_dir, args.model_name, args.primary_version, args.device)
-    text_encoder, text_shadow = bind_text(args, model_dir)
-    return Ingress.bind(args, validator, model, shadow, text_encoder, text_shadow)
-
-
-def bind_text(args: AppArgs, model_dir: str) -> tuple[Application | None, Application | None]:
-    """The text-embedding model, when enabled and its extra is installed."""
-    spec: TextModelArgs = args.text_model
-    if spec.enabled is False:
-        return None, None
-    from deployments.text.metadata import read_text_metadata
-
-    metadata = read_text_metadata(model_dir, spec.model_name, spec.version)
-    missing = [
-        module
-        for module in ("transformers", "tokenizers", metadata.source.module)
-        if importlib.util.find_spec(module) is None
-    ]
+    version = spec.primary_version or latest_version(model_dir, spec.name)
+    kind = load_kind(model_dir, spec.name, version)
+    missing = [m for m in kind.requirements if importlib.util.find_spec(m) is None]
     if missing:
-        message = (
-            f"text model {spec.model_name}:{spec.version} needs {missing}: install the text "
-            "extra (pip install -e '.[text]')"
-        )
-        if spec.enabled is True:
-            raise ArtifactError(message + ", or set text_model.enabled to false")
-        logger.warning("%s; serving without it (text_model.enabled: auto)", message)
-        return None, None
-    from deployments.text_replica import TextEncoderReplica, TextShadowReplica
-
-    actor = {
-        "num_cpus": spec.encoder_num_cpus,
-        "memory": spec.encoder_memory_bytes,
-        "runtime_env": {"env_vars": dict(ENCODER_MALLOC_ENV)},
+        message = f"model {spec.name}:{version} ({kind.kind}) needs {missing}"
+        if not spec.optional:
+            raise ArtifactError(f"{message}: install them ({kind.requirements_hint})")
+        logger.warning("%s; serving without it (optional: true)", message)
+        return None
+    check_architecture(kind, args.allowed_architectures)
+    defaults = kind.batch_defaults
+    batch = {
+        **defaults,
+        **(spec.batch.model_dump(mode="json", exclude_unset=True) if spec.batch else {}),
     }
-    encoder = TextEncoderReplica.options(
-        num_replicas=spec.encoder_replicas,
-        ray_actor_options={**actor, "num_gpus": spec.encoder_num_gpus},
-        max_ongoing_requests=256,
-        max_queued_requests=1024,
-        user_config=spec.batch.model_dump(mode="json"),
-    ).bind(model_dir, spec.model_name, spec.version, args.device, spec.encoder_torch_threads)
-    shadow = None
-    if spec.shadow_int8:
-        shadow = TextShadowReplica.options(
-            ray_actor_options=actor,
-            max_ongoing_requests=64,
-            max_queued_requests=64,
-            user_config=spec.shadow.model_dump(mode="json"),
-        ).bind(model_dir, spec.model_name, spec.version, "cpu", spec.encoder_torch_threads)
-    return encoder, shadow
+    env = {"env_vars": dict(kind.replica_env)}
+    allowed = list(args.allowed_architectures)
+    name = spec.name
+    entry: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "max_rows": spec.max_instances_per_request,
+    }
+    if kind.validates_at == "validator":
+        entry["validator"] = Validator.options(
+            **spec.validator.options(f"Validator-{name}", None)
+        ).bind(model_dir, name, version, spec.max_instances_per_request)
+    entry["model"] = ModelReplica.options(
+        **_with_env(spec.replica.options(f"ModelReplica-{name}", batch), env)
+    ).bind(model_dir, name, version, spec.device, allowed, batch, spec.replica.torch_threads)
+    candidate = candidate_of(kind, spec, model_dir, version)
+    if candidate is not None:
+        shadow_config = ShadowConfig.model_validate(
+            {**defaults, **spec.shadow.model_dump(exclude_unset=True)}
+        ).model_dump(mode="json")
+        entry["shadow"] = shadow_deployment.options(
+            **_with_env(spec.shadow_replica.options(f"ShadowReplica-{name}", shadow_config), env)
+        ).bind(
+            model_dir,
+            name,
+            candidate[0],
+            spec.device,
+            allowed,
+            shadow_config,
+            spec.shadow_replica.torch_threads,
+            candidate[1],
+            primary_version=version,
+        )
+    return entry
+
+
+def candidate_of(
+    kind: ModelKind, spec: ModelSpec, model_dir: str, primary: str
+) -> tuple[str, str | None] | None:
+    """(version, variant) of the model's shadow candidate, checked against the primary."""
+    if spec.candidate_variant is not None:
+        if spec.candidate_variant not in kind.variants:
+            raise ArtifactError(
+                f"model {spec.name!r}: candidate_variant {spec.candidate_variant!r} is not one "
+                f"its kind {kind.kind} derives; it offers {list(kind.variants)}"
+            )
+        return primary, spec.candidate_variant
+    if spec.candidate_version is None:
+        return None
+    if spec.candidate_version == primary:
+        raise ArtifactError(
+            f"model {spec.name!r}: candidate_version {primary!r} is the primary version (the "
+            "highest under model_dir when primary_version is unset); set another version, or "
+            "null to disable the shadow"
+        )
+    candidate = load_kind(model_dir, spec.name, spec.candidate_version)
+    if candidate.kind != kind.kind or (
+        candidate.metadata.schema_fingerprint() != kind.metadata.schema_fingerprint()
+    ):
+        raise ArtifactError(
+            f"schema mismatch: candidate {spec.name}:{spec.candidate_version} expects a "
+            f"different input schema (or kind) than primary {spec.name}:{primary}; a shadow "
+            "must accept the primary's validated input"
+        )
+    return spec.candidate_version, None
+
+
+def check_architecture(kind: ModelKind, allowed: list[str]) -> None:
+    """Refuse at startup, not in a replica, an architecture the operator has not allowed."""
+    arch = getattr(kind.metadata, "architecture", None)
+    path = getattr(arch, "import_path", None)
+    if path is not None and not architectures.is_allowed(path, allowed):
+        architectures.resolve(path, allowed)  # raises, naming the setting to change
+
+
+def _with_env(options: dict[str, Any], runtime_env: dict[str, Any]) -> dict[str, Any]:
+    if runtime_env["env_vars"]:
+        options["ray_actor_options"]["runtime_env"] = runtime_env
+    return options

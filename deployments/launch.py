@@ -47,11 +47,7 @@ FAST_PATH_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     # Ray starts workers (every replica) at nice 15, so on a busy node anything else -- the
     # metrics agent, a log shipper, the load generator -- runs first and requests wait behind
-    # it. Replicas are this node's work. Measured on two cores: by hand, alternating runs
-    # with the shipped config (64 connections, wrk), 755 and 773 requests/s at nice 0 vs 639
-    # and 452 at nice 15, open loop at 320/s p99 289 and 164 ms vs 421 and 724 ms; in one
-    # `benchmarks compare --quick` run, within its noise (611 vs 635 at 64 connections, 466
-    # vs 369 at 16).
+    # it. Replicas are this node's work (measurements: docs/benchmarks.md).
     "RAY_worker_niceness": "0",
 }
 STOP_TIMEOUT_S = 10.0

@@ -1,8 +1,8 @@
 """Torch module definitions. Model code only: no serving, no HTTP, no Ray.
 
-An artifact's metadata names its class and hyperparameters under `architecture`; the
-artifact loader looks the class up in `ARCHITECTURES` and builds it with those kwargs, so
-weights are never unpickled into arbitrary code.
+An artifact's metadata names its class as `deployments.nets:<Class>` with its kwargs under
+`architecture`; these shipped modules are always allowed (deployments/repository/
+architectures.py), and weights are loaded into them from safetensors, never unpickled.
 """
 
 from __future__ import annotations
@@ -36,4 +36,10 @@ class MLPClassifier(nn.Module):
         return self.layers(features)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"MLPClassifier": MLPClassifier}
+class MLPRegressor(MLPClassifier):
+    """The same network with `num_targets` linear outputs (normalised regression targets)."""
+
+    def __init__(
+        self, input_dim: int, hidden_dims: list[int], num_targets: int = 1, dropout: float = 0.0
+    ) -> None:
+        super().__init__(input_dim, hidden_dims, num_targets, dropout)

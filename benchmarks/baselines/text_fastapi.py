@@ -11,8 +11,8 @@ import os
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from deployments.kinds.text.encoder import TextEncoder
 from deployments.kinds.torch_threads import ThreadCount
-from deployments.text.encoder import TextEncoder
 
 # Applied in each threadpool thread too (an OpenMP thread count is per thread).
 THREADS = ThreadCount(int(os.environ.get("BASELINE_TORCH_THREADS", "2")))

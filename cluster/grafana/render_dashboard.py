@@ -1,9 +1,9 @@
 """Render cluster/grafana/inference-dashboard.json: the service's Grafana dashboard.
 
 Panels are declared here as (title, unit, queries) so the JSON stays reviewable as code and
-every query is written against deployments/telemetry/metrics.py's names (Ray
-prefixes them `ray_` and suffixes counters `_total`). The integration suite scrapes a live service and checks that
-every metric a panel queries was really exported.
+every query is written against deployments/telemetry/metrics.py's names (Ray prefixes them
+`ray_` and suffixes counters `_total`). The integration suite scrapes a live service and
+checks that every metric a panel queries was really exported.
 
     python cluster/grafana/render_dashboard.py   # rewrites the JSON
 """

@@ -6,10 +6,10 @@ result may be an exception object: that caller gets it raised, the others are un
 
 Why not `@serve.batch` here: it forms the next batch while the previous one runs and parks
 it behind its concurrency semaphore, so when a batch takes longer than the wait timeout
-(two handle calls do) the queue turns into a chain of tiny batches. Measured at the ingress
-with 64 clients: 2.8 requests per batch, about 1 s queued per request, 60 requests/s. Here a
-batch is taken only when a flush slot is free, so it holds everything that arrived while
-the slots were busy: batches grow with load instead of the queue.
+(two handle calls do) the queue turns into a chain of tiny batches, each request queued
+behind many of them (docs/benchmarks.md). Here a batch is taken only when a flush slot is
+free, so it holds everything that arrived while the slots were busy: batches grow with load
+instead of the queue.
 
 Flushes run in a fresh context: they belong to no one request, so a caller that goes away
 (client disconnect, deadline) cancels only its own wait, never the batch's calls.

@@ -6,9 +6,8 @@ flight would drain within `max_queue_delay_s` at the rate they have been finishi
 last `window_s` (Little's law: limit = drain rate x delay), never fewer than `min_inflight`
 (so a quiet service takes a burst) and never more than `max_inflight` (a hard memory bound).
 A fixed cap is wrong both ways: below capacity it refuses work the service would answer in
-time, and every refused client comes straight back, so on two cores the flood of rejections
-cost more goodput than it saved (measured: 0.39x of peak at 256 connections with a cap of
-192, see benchmarks/overload.py).
+time, and every refused client comes straight back, so on a small machine the flood of
+rejections costs more goodput than it saves (benchmarks/overload.py; docs/benchmarks.md).
 
 `Retry-After` is `in_flight / drain_rate`: the time the requests already admitted need to
 finish, clamped to [1, max_retry_after_s]. A client that honours it comes back roughly when

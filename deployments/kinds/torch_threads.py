@@ -4,8 +4,8 @@ torch's CPU build parallelises with OpenMP, and OpenMP's thread count is a per-t
 setting. A replica's constructor runs on one thread and its batches on another (the actor's
 event loop), so `torch.set_num_threads(n)` in `__init__` never reaches the forward pass: that
 thread keeps the `OMP_NUM_THREADS` Ray gave the worker (the actor's `num_cpus`, at least 1),
-while `torch.get_num_threads()` there still reports n. Measured here: a 2-thread setting made
-in `__init__` ran MiniLM batches at one core (1.09 CPU-s per s under full load).
+while `torch.get_num_threads()` there still reports n (a 2-thread setting made in `__init__`
+ran batches on one core: docs/benchmarks.md).
 
 `ThreadCount(n).apply()` is called right before each forward pass; it sets the count once
 per thread (a thread-local flag), so it costs nothing after the first batch.

@@ -28,6 +28,7 @@ class ModelList(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    kind: str
     version: str
     ready: bool
     input_schema: dict[str, Any]
@@ -41,8 +42,3 @@ def parse_predict(body: Any, max_instances: int) -> list[Any]:
             "per request; split the request"
         )
     return request.instances
-
-
-def predictions(outputs: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    names = list(outputs)
-    return [dict(zip(names, row)) for row in zip(*outputs.values())]

@@ -1,30 +1,40 @@
 """Print the shadow report of a running service, and exit 0 on "promote", 3 on "hold".
 
-    python -m deployments.shadow.report                       # http://127.0.0.1:8000
-    python -m deployments.shadow.report --url http://host:8000 --model fraud-risk --json
+    python -m deployments.shadow.report                        # http://127.0.0.1:8000
+    python -m deployments.shadow.report --url http://host:8000 --model minilm --json
+    python -m deployments.shadow.report --token-file /var/run/secrets/inference/token
 
-The exit status lets a rollout pipeline gate a promotion on the candidate's record.
+One report schema for every kind (deployments/shadow/compare.py); the exit status lets a
+rollout pipeline gate a promotion on the candidate's record. The token comes from
+--token-file, else the INFERENCE_AUTH_TOKEN environment variable (a token on the command
+line would show in `ps`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 EXIT_PROMOTE, EXIT_HOLD, EXIT_UNREACHABLE = 0, 3, 4
+TOKEN_ENV = "INFERENCE_AUTH_TOKEN"
 
 
-def fetch(url: str, model: str | None, timeout_s: float) -> dict[str, Any]:
+def fetch(
+    url: str, model: str | None, timeout_s: float, token: str | None = None
+) -> dict[str, Any]:
     query = f"?{urllib.parse.urlencode({'model': model})}" if model else ""
-    with urllib.request.urlopen(
-        f"{url.rstrip('/')}/v1/shadow/report{query}", timeout=timeout_s
-    ) as r:
-        return json.load(r)
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/shadow/report{query}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.load(response)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -34,24 +44,35 @@ def render(report: dict[str, Any]) -> str:
     def num(x: float | None, fmt: str = ".4f") -> str:
         return "n/a" if x is None else format(x, fmt)
 
-    ci = report.get("label_agreement_ci95") or [None, None]
-    delta = report["abs_score_delta"]
+    ci = report.get("agreement_ci95") or [None, None]
+    quantiles = report["metric_quantiles"]
     lat = report["latency_ms"]
+    metric = report["metric"]
+    bound = "<=" if metric != "cosine" else ">="
     lines = [
-        f"shadow report  {report['model']}: primary v{report['primary_version']} "
-        f"vs candidate v{report['candidate_version']}  (sample rate {report['sample_rate']})",
+        f"shadow report  {report['model']} ({report['kind']}): primary "
+        f"v{report['primary_version']} vs candidate v{report['candidate_version']}  "
+        f"(sample rate {report.get('sample_rate', 'n/a')})",
         f"  compared        {report['compared_requests']} requests, {report['compared_rows']} rows",
-        f"  label agreement {pct(report['label_agreement'])}  95% CI [{pct(ci[0])}, {pct(ci[1])}]",
-        f"  |score delta|   p50 {num(delta['p50'])}  p90 {num(delta['p90'])}  "
-        f"p99 {num(delta['p99'])}  max {num(delta['max'])}",
-        "  confusion       "
-        + ", ".join(f"{c['primary']}->{c['candidate']}: {c['rows']}" for c in report["confusion"]),
+        f"  agreement       {pct(report['agreement'])} by {report['agreement_rule']}  "
+        f"95% CI [{pct(ci[0])}, {pct(ci[1])}]",
+        f"  {metric:<15} " + "  ".join(f"{q} {bound} {num(v)}" for q, v in quantiles.items()),
+    ]
+    if report["confusion"]:
+        lines.append(
+            "  confusion       "
+            + ", ".join(
+                f"{c['primary']}->{c['candidate']}: {c['rows']}" for c in report["confusion"]
+            )
+        )
+    lines += [
         f"  candidate       errors {report['candidate_errors']}, timeouts "
-        f"{report['candidate_timeouts']}, dropped {report['dropped'] or 0} "
+        f"{report['candidate_timeouts']}, dropped {sum(report['dropped'].values())} "
         f"(failure rate {pct(report['candidate_failure_rate'])})",
-        f"  latency ms      primary p50 {num(lat['primary']['p50'], '.1f')} p99 "
-        f"{num(lat['primary']['p99'], '.1f')} | candidate p50 {num(lat['candidate']['p50'], '.1f')}"
-        f" p99 {num(lat['candidate']['p99'], '.1f')} | p99 ratio {num(lat['p99_ratio'], '.2f')}",
+        f"  latency ms      primary p50 <= {num(lat['primary']['p50'], '.0f')} p99 <= "
+        f"{num(lat['primary']['p99'], '.0f')} | candidate p50 <= "
+        f"{num(lat['candidate']['p50'], '.0f')} p99 <= {num(lat['candidate']['p99'], '.0f')}"
+        f" | p99 ratio {num(lat['p99_ratio'], '.2f')}",
         f"  recommendation  {report['recommendation'].upper()}",
     ]
     lines += [f"    - {reason}" for reason in report["reasons"]]
@@ -64,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Shadow-mode report of a running service.")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--model", default=None, help="model name (default: the first served)")
+    parser.add_argument(
+        "--token-file", type=Path, default=None, help=f"bearer token file (else ${TOKEN_ENV})"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw JSON report")
     parser.add_argument("--timeout-s", type=float, default=10.0)
     args = parser.parse_args(argv)
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV)
     try:
-        report = fetch(args.url, args.model, args.timeout_s)
+        report = fetch(args.url, args.model, args.timeout_s, token)
     except urllib.error.HTTPError as exc:
         print(
             f"{args.url}: HTTP {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel
 
 from deployments.errors import InvalidInput
-from deployments.metadata import ModelMetadata
+from deployments.kinds.tabular_schema import TabularMetadata
 from deployments.telemetry.metrics import ZSCORE_BAND_EDGES, ZSCORE_BANDS
 
 
@@ -28,26 +27,32 @@ class DriftSink(Protocol):
 
 
 class DriftRecorder:
-    def __init__(self, metadata: ModelMetadata, sink: DriftSink) -> None:
+    """Counts validated rows from the feature matrix itself (one-hot blocks, bool columns,
+    standardised numbers), so it needs nothing per request beyond the arrays that travel."""
+
+    def __init__(self, metadata: TabularMetadata, sink: DriftSink) -> None:
         self.sink = sink
         self.numeric: list[tuple[str, int]] = []  # (feature, column in the feature matrix)
-        self.categorical: list[str] = []
+        self.categories: list[tuple[str, int, list[str]]] = []  # (feature, first column, values)
+        self.bools: list[tuple[str, int]] = []
         self.optional = [f.name for f in metadata.features if not f.required]
         self.known = {f.name for f in metadata.features}
         col = 0
         for feature in metadata.features:
             if feature.type == "category":
-                self.categorical.append(feature.name)
-                col += len(feature.categories or ())
+                values = [str(c).lower() for c in feature.categories or ()]
+                self.categories.append((feature.name, col, values))
+                col += len(values)
+            elif feature.type == "bool":
+                self.bools.append((feature.name, col))
+                col += 1
             else:
-                if feature.type == "bool":
-                    self.categorical.append(feature.name)
-                else:
-                    self.numeric.append((feature.name, col))
+                self.numeric.append((feature.name, col))
                 col += 1
 
-    def valid(self, records: list[BaseModel], matrix: np.ndarray) -> None:
-        n = len(records)
+    def record(self, matrix: np.ndarray, absent: np.ndarray | None = None) -> None:
+        """Validated rows: `matrix` the features, `absent` [rows, optional features]."""
+        n = len(matrix)
         if n == 0:
             return
         self.sink.rows.inc(n, {"outcome": "valid"})
@@ -56,17 +61,20 @@ class DriftRecorder:
             for band, count in enumerate(np.bincount(bands, minlength=len(ZSCORE_BANDS))):
                 if count:
                     self.sink.numeric.inc(int(count), {"feature": name, "band": ZSCORE_BANDS[band]})
-        for name in self.categorical:
-            counts: dict[str, int] = {}
-            for record in records:
-                value = str(getattr(record, name)).lower()
-                counts[value] = counts.get(value, 0) + 1
-            for value, count in counts.items():
-                self.sink.category.inc(count, {"feature": name, "value": value})
-        for name in self.optional:
-            absent = sum(1 for r in records if name not in r.model_fields_set)
-            if absent:
-                self.sink.missing.inc(absent, {"feature": name})
+        for name, col, values in self.categories:
+            counts = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
+            for value, count in zip(values, counts.tolist()):
+                if count:
+                    self.sink.category.inc(count, {"feature": name, "value": value})
+        for name, col in self.bools:
+            true = int(np.count_nonzero(matrix[:, col] > 0.5))
+            for value, count in (("true", true), ("false", n - true)):
+                if count:
+                    self.sink.category.inc(count, {"feature": name, "value": value})
+        if absent is not None:
+            for name, count in zip(self.optional, absent.sum(axis=0).tolist()):
+                if count:
+                    self.sink.missing.inc(int(count), {"feature": name})
 
     def invalid(self, error: InvalidInput, instances: int) -> None:
         bad_rows = {d.get("instance") for d in error.details if d.get("instance") is not None}

@@ -7,8 +7,9 @@ inside replicas only: a metric object needs a running Ray worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Any
 
+import numpy as np
 from ray.serve import metrics
 
 LATENCY_MS_BOUNDARIES = [0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
@@ -24,9 +25,12 @@ _VERSIONS = ("model", "primary_version", "candidate_version")
 
 
 class ShadowMetrics:
-    """Shadow comparison, recorded in the ShadowReplica, labelled with both versions."""
+    """Shadow comparison, recorded in the ShadowReplica, labelled with both versions: one
+    class for every kind; the per-row metric goes to the histogram its kind names."""
 
-    def __init__(self, model: str, primary_version: str, candidate_version: str) -> None:
+    def __init__(
+        self, model: str, primary_version: str, candidate_version: str, metric: str
+    ) -> None:
         tags = {
             "model": model,
             "primary_version": primary_version,
@@ -34,20 +38,29 @@ class ShadowMetrics:
         }
         self.rows = metrics.Counter(
             "shadow_compared_rows",
-            "Rows compared, by whether the labels agreed.",
+            "Rows compared, by whether they agreed (same label, |delta| within tolerance, or "
+            "cosine above the minimum, by kind).",
             tag_keys=(*_VERSIONS, "agreement"),
         )
         self.confusion = metrics.Counter(
             "shadow_confusion_rows",
-            "Rows by primary label x candidate label.",
+            "Rows by primary label x candidate label (classifiers).",
             tag_keys=(*_VERSIONS, "primary_label", "candidate_label"),
         )
-        self.delta = metrics.Histogram(
-            "shadow_abs_score_delta",
-            "|candidate score - primary score| per row.",
-            boundaries=DELTA_BOUNDARIES,
-            tag_keys=_VERSIONS,
-        )
+        if metric == "cosine":
+            self.metric = metrics.Histogram(
+                "shadow_embedding_cosine",
+                "Cosine similarity of the candidate's embedding to the primary's, per row.",
+                boundaries=COSINE_BOUNDARIES,
+                tag_keys=_VERSIONS,
+            )
+        else:
+            self.metric = metrics.Histogram(
+                "shadow_abs_score_delta",
+                "|candidate - primary| per row (score for classifiers, value for regressors).",
+                boundaries=DELTA_BOUNDARIES,
+                tag_keys=_VERSIONS,
+            )
         self.latency = metrics.Histogram(
             "shadow_latency_ms",
             "Inference latency of a mirrored request, by role.",
@@ -59,29 +72,30 @@ class ShadowMetrics:
             "Mirrored requests the candidate did not answer.",
             tag_keys=(*_VERSIONS, "kind"),
         )
-        for metric in (self.rows, self.confusion, self.delta, self.latency, self.failures):
+        for m in (self.rows, self.confusion, self.metric, self.latency, self.failures):
             # A copy each: Ray Serve writes its own tags into the dict it is given.
-            metric.set_default_tags(dict(tags))
+            m.set_default_tags(dict(tags))
+        self.clip = metric == "cosine"
 
-    def compared(self, rows: Iterable, primary_ms: float, candidate_ms: float) -> None:
-        agree = disagree = 0
-        for row in rows:
-            if row.agrees:
-                agree += 1
-            else:
-                disagree += 1
-            self.confusion.inc(
-                1,
-                {
-                    "primary_label": str(row.primary_label),
-                    "candidate_label": str(row.candidate_label),
-                },
-            )
-            self.delta.observe(row.abs_delta)
+    def compared(self, comparison: Any) -> None:
+        """One compared batch of rows (a `deployments.kinds.base.Comparison`)."""
+        agree = int(np.count_nonzero(comparison.agree))
+        disagree = len(comparison.agree) - agree
+        values = np.clip(comparison.metric, 0.0, 1.0) if self.clip else comparison.metric
+        for value in values.tolist():
+            self.metric.observe(value)
+        if comparison.labels is not None:
+            pairs: dict[tuple[str, str], int] = {}
+            for p, c in zip(*comparison.labels):
+                pairs[(str(p), str(c))] = pairs.get((str(p), str(c)), 0) + 1
+            for (p, c), n in pairs.items():
+                self.confusion.inc(n, {"primary_label": p, "candidate_label": c})
         if agree:
             self.rows.inc(agree, {"agreement": "agree"})
         if disagree:
             self.rows.inc(disagree, {"agreement": "disagree"})
+
+    def latencies(self, primary_ms: float, candidate_ms: float) -> None:
         self.latency.observe(primary_ms, {"role": "primary"})
         self.latency.observe(candidate_ms, {"role": "candidate"})
 
@@ -106,9 +120,10 @@ class MirrorMetrics:
 
 
 class IngressMetrics:
-    """Admission, cache and retries, as one ingress replica sees them."""
+    """Admission, cache and retries, as one ingress replica sees them, by the model each
+    request was for (a caller batch may carry several models)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self) -> None:
         self.cache = metrics.Counter(
             "result_cache_lookups",
             "TTL result-cache lookups, by result (hit or miss).",
@@ -129,10 +144,7 @@ class IngressMetrics:
             "Requests sent together in one caller batch (one Validator and one ModelReplica "
             "call each batch).",
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
-            tag_keys=("model",),
         )
-        for metric in (self.cache, self.rejections, self.retries, self.caller_batch):
-            metric.set_default_tags({"model": model})
 
 
 class RequestMetrics:
@@ -188,9 +200,10 @@ class StageMetrics:
 
 
 class BatchMetrics:
-    """What a model replica's batches look like and what it predicts, by version."""
+    """What a model replica's batches look like and what it predicts, by version: one class
+    for every kind (rows, requests, cost units such as tokens; scores and labels)."""
 
-    def __init__(self, model: str, version: str, labels: Iterable[str]) -> None:
+    def __init__(self, model: str, version: str, cost_unit: str = "rows") -> None:
         tags = {"model": model, "version": version}
         self.rows = metrics.Histogram(
             "inference_batch_rows",
@@ -206,7 +219,7 @@ class BatchMetrics:
         )
         self.scores = metrics.Histogram(
             "prediction_score",
-            "Positive-class score per predicted row.",
+            "Score per predicted row (the positive or top class's probability).",
             boundaries=SCORE_BOUNDARIES,
             tag_keys=("model", "version"),
         )
@@ -215,21 +228,33 @@ class BatchMetrics:
             "Predicted rows by label.",
             tag_keys=("model", "version", "label"),
         )
-        for metric in (self.rows, self.requests, self.scores, self.labels):
-            metric.set_default_tags(dict(tags))
-        self._labels = list(labels)
+        self.tokens = None
+        if cost_unit == "tokens":
+            # Named for the text kind, whose cost unit it is: the dashboards query it.
+            self.tokens = metrics.Histogram(
+                "text_batch_tokens",
+                "Real tokens per batch.",
+                boundaries=TOKEN_BOUNDARIES,
+                tag_keys=("model", "version"),
+            )
+        for metric in (self.rows, self.requests, self.scores, self.labels, self.tokens):
+            if metric is not None:
+                metric.set_default_tags(dict(tags))
 
-    def batch(self, requests: int, rows: int) -> None:
+    def batch(self, requests: int, rows: int, cost: int) -> None:
         self.requests.observe(requests)
         self.rows.observe(rows)
+        if self.tokens is not None:
+            self.tokens.observe(cost)
 
-    def predicted(self, scores: Iterable[float], labels: Iterable[str]) -> None:
-        for score in scores:
+    def predicted(self, scores: Any, labels: Any) -> None:
+        """One forward pass's predictions: a score per row, and labels (None: a regressor)."""
+        for score in np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0).tolist():
             self.scores.observe(score)
-        counts: dict[str, int] = {}
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
-        for label, n in counts.items():
+        if labels is None:
+            return
+        values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+        for label, n in zip(values.tolist(), counts.tolist()):
             self.labels.inc(n, {"label": label})
 
 
@@ -272,95 +297,3 @@ class DriftMetrics:
 
 COSINE_BOUNDARIES = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0]
 TOKEN_BOUNDARIES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
-
-
-class TextBatchMetrics:
-    """Token-budget batches of a text encoder: size in tokens and how much is padding."""
-
-    def __init__(self, model: str, version: str) -> None:
-        tags = {"model": model, "version": version}
-        self.tokens = metrics.Histogram(
-            "text_batch_tokens",
-            "Real tokens per batch.",
-            boundaries=TOKEN_BOUNDARIES,
-            tag_keys=("model", "version"),
-        )
-        self.rows = metrics.Histogram(
-            "inference_batch_rows",
-            "Rows per forward pass.",
-            boundaries=BATCH_ROWS_BOUNDARIES,
-            tag_keys=("model", "version"),
-        )
-        self.requests = metrics.Histogram(
-            "inference_batch_requests",
-            "Requests (or chunks of one) sharing a forward pass.",
-            boundaries=BATCH_ROWS_BOUNDARIES,
-            tag_keys=("model", "version"),
-        )
-        self.padding = metrics.Counter(
-            "text_batch_token_slots",
-            "Token slots computed, by kind (real or padding): padding share = padding / all.",
-            tag_keys=("model", "version", "kind"),
-        )
-        for metric in (self.tokens, self.rows, self.requests, self.padding):
-            metric.set_default_tags(dict(tags))
-
-    def batch(self, requests: int, rows: int, tokens: int, padded: int) -> None:
-        self.requests.observe(requests)
-        self.rows.observe(rows)
-        self.tokens.observe(tokens)
-        self.padding.inc(tokens, {"kind": "real"})
-        if padded > tokens:
-            self.padding.inc(padded - tokens, {"kind": "padding"})
-
-
-class TextShadowMetrics:
-    """The int8 text candidate against the primary: cosine per row, agreement, latency."""
-
-    def __init__(self, model: str, version: str, variant: str) -> None:
-        tags = {
-            "model": model,
-            "primary_version": version,
-            "candidate_version": f"{version}-{variant}",
-        }
-        self.cosine = metrics.Histogram(
-            "shadow_embedding_cosine",
-            "Cosine similarity of the candidate's embedding to the primary's, per row.",
-            boundaries=COSINE_BOUNDARIES,
-            tag_keys=_VERSIONS,
-        )
-        self.rows = metrics.Counter(
-            "shadow_compared_rows",
-            "Rows compared, by whether they agreed.",
-            tag_keys=(*_VERSIONS, "agreement"),
-        )
-        self.latency = metrics.Histogram(
-            "shadow_latency_ms",
-            "Inference latency of a mirrored request, by role.",
-            boundaries=LATENCY_MS_BOUNDARIES,
-            tag_keys=(*_VERSIONS, "role"),
-        )
-        self.failures = metrics.Counter(
-            "shadow_candidate_failures",
-            "Mirrored requests the candidate did not answer.",
-            tag_keys=(*_VERSIONS, "kind"),
-        )
-        for metric in (self.cosine, self.rows, self.latency, self.failures):
-            metric.set_default_tags(dict(tags))
-
-    def compared(
-        self, cosines: list[float], threshold: float, primary_ms: float, candidate_ms: float
-    ) -> None:
-        agree = 0
-        for value in cosines:
-            self.cosine.observe(min(max(value, 0.0), 1.0))
-            agree += value >= threshold
-        if agree:
-            self.rows.inc(agree, {"agreement": "agree"})
-        if len(cosines) - agree:
-            self.rows.inc(len(cosines) - agree, {"agreement": "disagree"})
-        self.latency.observe(primary_ms, {"role": "primary"})
-        self.latency.observe(candidate_ms, {"role": "candidate"})
-
-    def failed(self, kind: str) -> None:
-        self.failures.inc(1, {"kind": kind})

@@ -10,19 +10,16 @@ command on the same library versions writes byte-identical weights.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import safetensors
 import torch
 
-from deployments.artifacts import save_artifact
-from deployments.metadata import ModelMetadata
+from deployments.kinds.tabular import ClassificationMetadata
+from deployments.kinds.tabular_schema import InputSchema
 from deployments.nets import MLPClassifier
-from deployments.schema import InputSchema
+from deployments.repository.package import package_model
 from deployments.training import fraud_data
 
 MODEL_NAME = "fraud-risk"
@@ -84,6 +81,7 @@ def base_metadata(version: str, description: str, records: list[dict[str, Any]])
     vector = [col for f in features for col in _columns(f)]
     return {
         "format_version": 1,
+        "kind": "tabular_classification",
         "name": MODEL_NAME,
         "version": version,
         "description": "Card-transaction fraud risk. " + description,
@@ -91,7 +89,6 @@ def base_metadata(version: str, description: str, records: list[dict[str, Any]])
         "normalization": normalization,
         "feature_vector": vector,
         "task": {
-            "kind": "binary_classification",
             "labels": LABELS,
             "positive_label": "fraud",
             "threshold": 0.5,
@@ -122,14 +119,15 @@ def train(recipe: Recipe, model_dir: str) -> str:
     test_records, y_test = fraud_data.generate(N_TEST, DATA_SEED_TEST)
     meta = base_metadata(recipe.version, recipe.description, train_records)
     arch = {
-        "class": "MLPClassifier",
         "input_dim": len(meta["feature_vector"]),
         "hidden_dims": recipe.hidden_dims,
         "num_classes": 2,
         "dropout": recipe.dropout,
     }
-    meta["architecture"] = arch
-    draft = ModelMetadata.model_validate({**meta, "weights": {"sha256": "0" * 64, "size_bytes": 0}})
+    meta["architecture"] = {"import_path": "deployments.nets:MLPClassifier", "kwargs": arch}
+    draft = ClassificationMetadata.model_validate(
+        {**meta, "weights": {"sha256": "0" * 64, "size_bytes": 0}}
+    )
     schema = InputSchema(draft)
     x_train = torch.from_numpy(schema.to_features(train_records))
     x_test = torch.from_numpy(schema.to_features(test_records))
@@ -161,15 +159,9 @@ def train(recipe: Recipe, model_dir: str) -> str:
         "data": "deployments/training/fraud_data.py (documented process)",
     }
     meta["metrics"] = {"heldout": heldout_metrics(p_test, y_test, threshold=0.5)}
-    meta["library_versions"] = {
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "safetensors": safetensors.__version__,
-        "python": platform.python_version(),
-    }
-    meta["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    path = save_artifact(model_dir, model, meta)
-    return str(path)
+    # package_model records library versions and created_at, and verifies the written
+    # artifact by loading it back as the server does.
+    return str(package_model(model, meta, model_dir).path)
 
 
 def heldout_metrics(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:

@@ -15,24 +15,37 @@ import pytest
 import requests
 import yaml
 
+from deployments.config import ModelSpec
 from tests.integration.load import RECORDS, SteadyLoad
-from tests.support import REPO, free_port, wait_until
+from tests.support import MODEL, REPO, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 APP = "inference"
+REPLICA = f"ModelReplica-{MODEL}"
+HEAD = {"head": 0.01}
 
 
 def two_node_config(port: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
-    for d in config["applications"][0]["deployments"]:
-        if d["name"] == "ModelReplica":
-            d.pop("autoscaling_config")
-            d["num_replicas"] = 2
-            d["max_replicas_per_node"] = 1
-        else:
-            d["ray_actor_options"]["resources"] = {"head": 0.01}
+    app = config["applications"][0]
+    (raw,) = [m for m in app["args"]["models"] if m["name"] == MODEL]
+    raw["replica"] = {**raw.get("replica", {}), "num_replicas": 2}  # fixed: no autoscaling
+    spec = ModelSpec.model_validate(raw)
+    # Options the model spec has no field for go in the deployments section, by name, as
+    # `serve deploy` applies them: at most one model replica per node, and the model's other
+    # deployments pinned to the head (their actor options given whole, with the head's
+    # resource added: Serve replaces ray_actor_options rather than merging them).
+    app["deployments"].append({"name": REPLICA, "max_replicas_per_node": 1})
+    for name, replica in (
+        (f"Validator-{MODEL}", spec.validator),
+        (f"ShadowReplica-{MODEL}", spec.shadow_replica),
+    ):
+        actor = replica.options(name, None)["ray_actor_options"]
+        app["deployments"].append({"name": name, "ray_actor_options": {**actor, "resources": HEAD}})
+    for d in app["deployments"]:
         if d["name"] == "Ingress":
+            d["ray_actor_options"]["resources"] = HEAD
             # Every request reaches the model: the cache must not hide a lost replica.
             d["user_config"]["cache_enabled"] = False
     return config
@@ -43,7 +56,7 @@ def model_nodes() -> set[str]:
     the router spreads sequential calls, so 30 reach both with certainty in practice)."""
     from ray import serve
 
-    handle = serve.get_deployment_handle("ModelReplica", app_name=APP)
+    handle = serve.get_deployment_handle(REPLICA, app_name=APP)
     return {handle.describe.remote().result(timeout_s=30)["node_id"] for _ in range(30)}
 
 
@@ -85,7 +98,7 @@ def cluster() -> Iterator[tuple[Any, str]]:
     try:
         wait_until(
             lambda: requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
-            and running("ModelReplica") == 2,
+            and running(REPLICA) == 2,
             240,
             "the application on two nodes",
         )
@@ -120,7 +133,7 @@ def test_replicas_span_both_nodes_and_losing_one_loses_no_request(cluster, recor
     # replicas themselves where they run.
     wait_until(lambda: len(model_nodes()) == 2, 180, "model replicas on two nodes again")
     resp = requests.post(
-        f"{base}/v1/models/fraud-risk:predict",
+        f"{base}/v1/models/{MODEL}:predict",
         json={"instances": [RECORDS[0]]},
         timeout=30,
     )

@@ -157,3 +157,41 @@ def with_user_config(config: dict[str, Any], deployment: str, **values: Any) -> 
         if d["name"] == deployment:
             d["user_config"] = {**d.get("user_config", {}), **values}
     return new
+
+
+def with_model(config: dict[str, Any], model: str, **sections: Any) -> dict[str, Any]:
+    """`config` with the entry of `model` under the application's `args.models` updated: each
+    keyword is a field of the model's spec (`batch`, `shadow`, `replica`, ...); dict values
+    are merged into what is there."""
+    new = copy.deepcopy(config)
+    for spec in new["applications"][0]["args"]["models"]:
+        if spec["name"] == model:
+            for key, value in sections.items():
+                if isinstance(value, dict):
+                    spec[key] = {**spec.get(key, {}), **value}
+                else:
+                    spec[key] = value
+            return new
+    raise AssertionError(f"serve_config.yaml serves no model {model!r}")
+
+
+def with_autoscaling(config: dict[str, Any], model: str, **values: Any) -> dict[str, Any]:
+    """`config` with `values` merged into the autoscaling of `model`'s ModelReplica (the
+    shipped default policy when the spec sets none)."""
+    from deployments.config import ModelSpec
+
+    (spec,) = [m for m in config["applications"][0]["args"]["models"] if m["name"] == model]
+    autoscaling = ModelSpec.model_validate(spec).replica.autoscaling_config
+    assert autoscaling is not None, f"{model}'s ModelReplica does not autoscale"
+    return with_model(config, model, replica={"autoscaling_config": {**autoscaling, **values}})
+
+
+def replica_actors(deployment: str) -> set[str]:
+    """Names of the live replica actors of `deployment` (each replica has its own)."""
+    import ray
+
+    return {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")
+    }

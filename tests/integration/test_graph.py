@@ -3,49 +3,62 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import numpy as np
 import psutil
 import pytest
 
-from deployments.errors import InvalidInput
-from deployments.metadata import read_metadata
-from deployments.schema import InputSchema
-from tests.integration.conftest import with_user_config
+from deployments.errors import InferenceFailed, InvalidInput
+from deployments.kinds.base import Batch, Columns
+from deployments.kinds.tabular import TabularKind
+from deployments.repository.store import load_kind
+from tests.integration.conftest import with_model
 from tests.support import MODEL, MODELS, sample_transactions, wait_until
 
 pytestmark = pytest.mark.slow
+MODEL_REPLICA = f"ModelReplica-{MODEL}"
+SHADOW_REPLICA = f"ShadowReplica-{MODEL}"
 
 
-def features(n: int, seed: int) -> np.ndarray:
-    return InputSchema(read_metadata(MODELS, MODEL, "1")).to_features(sample_transactions(n, seed))
+@functools.cache
+def kind() -> TabularKind:
+    return load_kind(MODELS, MODEL, "1")  # type: ignore[return-value]
+
+
+def features(n: int, seed: int) -> Columns:
+    return kind().decode_v1(sample_transactions(n, seed))
 
 
 def test_one_bad_item_never_fails_its_batch(handles) -> None:
-    model = handles("ModelReplica")
+    model = handles(MODEL_REPLICA)
+    good = [features(3, seed=s) for s in range(20)]
+    # Valid shape, but the forward pass cannot answer it: it fails the pass it shares.
+    poisoned = {name: column[:2] for name, column in good[0].items()}
+    poisoned["features"] = np.full_like(poisoned["features"], np.nan)
+    parts = [*good[:10], poisoned, *good[10:]]  # 62 rows: one forward pass of 64
 
-    async def burst() -> list:
-        good = [features(3, seed=s) for s in range(20)]
-        calls = [model.predict.remote(x) for x in good[:10]]
-        calls.append(model.predict.remote(np.zeros((2, 5), dtype=np.float32)))
-        calls += [model.predict.remote(x) for x in good[10:]]
-        # Typed errors come back as values (returned_not_raised), not as exceptions.
-        return await asyncio.gather(*calls, return_exceptions=True)
+    async def calls():
+        together = model.predict_many.remote(Batch.of(parts), [None] * len(parts))
+        # A matrix of the wrong shape is the caller's error, refused by itself.
+        misshapen = {"features": np.zeros((2, 5), dtype=np.float32)}
+        alone = model.predict_many.remote(Batch.of([misshapen]), [None])
+        return await together, await alone
 
-    results = asyncio.run(burst())
-    assert isinstance(results[10], InvalidInput), results[10]
-    ok = [r for i, r in enumerate(results) if i != 10]
-    assert all(isinstance(r, dict) and len(r["outputs"]["label"]) == 3 for r in ok), ok
-    assert {r["model_version"] for r in ok} == {"1"}
+    answer, refused = asyncio.run(calls())
+    # Typed errors come back as values, by request index, beside the others' outputs.
+    assert list(answer.failures) == [10] and isinstance(answer.failures[10], InferenceFailed)
+    assert answer.answered == [i for i in range(len(parts)) if i != 10]
+    assert [len(p["label"]) for p in answer.outputs.parts()] == [3] * 20
+    assert answer.model_version == "1"
+    assert refused.answered == [] and isinstance(refused.failures[0], InvalidInput)
 
 
 def test_user_config_changes_batching_at_runtime(service, handles) -> None:
-    model = handles("ModelReplica")
+    model = handles(MODEL_REPLICA)
     assert model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 64
     service.deploy(
-        with_user_config(
-            service.config, "ModelReplica", max_batch_size=8, batch_wait_timeout_s=0.01
-        )
+        with_model(service.config, MODEL, batch={"max_batch_size": 8, "batch_wait_timeout_s": 0.01})
     )
     try:
         wait_until(
@@ -68,7 +81,7 @@ def test_user_config_changes_batching_at_runtime(service, handles) -> None:
 
 
 def test_mirrored_requests_reach_the_shadow(service, handles) -> None:
-    shadow = handles("ShadowReplica")
+    shadow = handles(SHADOW_REPLICA)
     before = shadow.report.remote().result(timeout_s=30)["mirrored_requests"]
     for seed in range(5):
         resp = service.http.post(
@@ -84,7 +97,8 @@ def test_mirrored_requests_reach_the_shadow(service, handles) -> None:
         "five mirrored requests at sample rate 1.0",
     )
     assert stats["candidate_version"] == "2"
-    assert 0.0 <= stats["label_agreement"] <= 1.0 and stats["compared_rows"] >= 20
+    assert stats["agreement_rule"] == "label"
+    assert 0.0 <= stats["agreement"] <= 1.0 and stats["compared_rows"] >= 20
 
 
 def test_replicas_run_at_normal_priority(service) -> None:

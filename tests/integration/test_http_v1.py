@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from deployments.artifacts import load_artifact
-from deployments.schema import InputSchema
+from deployments.config import ModelSpec
+from deployments.repository.store import load_kind
 from tests.support import MODEL, MODELS, instance_from_schema, sample_transactions
 
 pytestmark = pytest.mark.slow
@@ -18,10 +18,13 @@ PREDICT = f"/v1/models/{MODEL}:predict"
 
 
 def expected_probabilities(records: list[dict]) -> np.ndarray:
-    artifact = load_artifact(MODELS, MODEL, "1")
-    x = torch.from_numpy(InputSchema(artifact.metadata).to_features(records))
+    """The verified v1 weights in their declared module, run here on the schema's features."""
+    kind = load_kind(MODELS, MODEL, "1")
+    module = kind.load(str(MODELS), "cpu", []).module
+    x = torch.from_numpy(kind.schema.to_features(records))
+    fraud = kind.metadata.task.labels.index("fraud")
     with torch.no_grad():
-        return torch.softmax(artifact.module(x), 1)[:, 1].numpy()
+        return torch.softmax(module(x), 1)[:, fraud].numpy()
 
 
 def test_list_and_describe(service) -> None:
@@ -112,8 +115,13 @@ def test_bad_input_gets_a_4xx_naming_the_problem(service, body, status, needle) 
     [
         (b"", "request body is empty"),
         (b"{not json", "request body is not valid JSON"),
-        (b"\xff\xfe", "request body is not valid JSON"),
-        (b'{"instances": [{"amount_usd": NaN}]}', "amount_usd: Input should be a finite number"),
+        # A UTF-16 byte order mark: named as the wrong encoding, not as broken JSON.
+        (b"\xff\xfe", "request body is not UTF-8"),
+        # Refused while parsing, naming where: NaN is not a JSON number.
+        (
+            b'{"instances": [{"amount_usd": NaN}]}',
+            "instances[0].amount_usd: NaN and Infinity are not JSON numbers",
+        ),
     ],
 )
 def test_unreadable_bodies(service, raw: bytes, needle: str) -> None:
@@ -139,7 +147,8 @@ def test_oversized_payload_and_too_many_instances(service) -> None:
         headers={"content-type": "application/json"},
     )
     assert resp.status_code == 413 and "exceeds the limit" in resp.json()["error"]
-    cap = service.config["applications"][0]["args"]["max_instances_per_request"]
+    (spec,) = [m for m in service.config["applications"][0]["args"]["models"] if m["name"] == MODEL]
+    cap = ModelSpec.model_validate(spec).max_instances_per_request
     resp = service.http.post(service.url(PREDICT), json={"instances": [VALID] * (cap + 1)})
     assert resp.status_code == 413 and "instances" in resp.json()["error"]
 

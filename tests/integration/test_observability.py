@@ -24,6 +24,10 @@ pytestmark = pytest.mark.slow
 PREDICT = f"/v1/models/{MODEL}:predict"
 INFER = f"/v2/models/{MODEL}/infer"
 DASHBOARD = REPO / "cluster" / "grafana" / "inference-dashboard.json"
+# Each model's deployments are named <Role>-<model>; spans and their attributes say so.
+VALIDATOR, REPLICA, SHADOW = (
+    f"{role}-{MODEL}" for role in ("Validator", "ModelReplica", "ShadowReplica")
+)
 SPAN_TIMEOUT_S = 30
 
 
@@ -57,7 +61,7 @@ def test_a_sampled_caller_is_traced_through_every_actor(service) -> None:
     assert resp.headers["x-trace-id"] == trace_id
 
     # The shadow samples every request in this tier, so the mirror joins the trace too.
-    wanted = {"Ingress", "Validator", "ModelReplica", "ShadowReplica"}
+    wanted = {"Ingress", VALIDATOR, REPLICA, SHADOW}
     spans = wait_until(
         lambda: (s := service.otlp.trace(trace_id)) and wanted <= deployments_in(s) and s,
         SPAN_TIMEOUT_S,
@@ -66,10 +70,10 @@ def test_a_sampled_caller_is_traced_through_every_actor(service) -> None:
     names = {s.name for s in spans}
     for expected in (
         "Ingress POST /v1/models/{name}:predict",
-        "Validator validation",
-        "ModelReplica predict",
-        "ModelReplica compute",
-        "ShadowReplica shadow_compare",
+        f"{VALIDATOR} validation",
+        f"{REPLICA} predict",
+        f"{REPLICA} compute",
+        f"{SHADOW} shadow_compare",
     ):
         assert expected in names, (expected, sorted(names))
     # Every span names its deployment (FastAPI's own spans too), or says it is the proxy's.
@@ -80,7 +84,7 @@ def test_a_sampled_caller_is_traced_through_every_actor(service) -> None:
     ingress = next(s for s in spans if s.name.startswith("Ingress POST"))
     assert ingress.attributes["http.response.status_code"] == 200
     assert ingress.resource["service.name"] == "ray-serve-inference"
-    compare = next(s for s in spans if s.name == "ShadowReplica shadow_compare")
+    compare = next(s for s in spans if s.name == f"{SHADOW} shadow_compare")
     assert compare.attributes["shadow.outcome"] == "compared"
 
 
@@ -117,7 +121,7 @@ def test_one_forward_pass_links_every_member_request(service) -> None:
     assert {r.status_code for r in codes} == {200}
     for trace_id, _ in ids_headers:
         wait_until(
-            lambda t=trace_id: any(s.name == "ModelReplica compute" for s in service.otlp.trace(t)),
+            lambda t=trace_id: any(s.name == f"{REPLICA} compute" for s in service.otlp.trace(t)),
             SPAN_TIMEOUT_S,
             f"a compute span in or linked to trace {trace_id}",
         )

@@ -14,7 +14,8 @@ import requests
 
 from benchmarks.harness import OVERLOAD_LUA, mixed_script, run_wrk
 from benchmarks.overload import probe
-from tests.integration.conftest import wait_for_config, with_user_config
+from tests.integration.conftest import wait_for_config, with_autoscaling, with_user_config
+from tests.support import MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +24,13 @@ pytestmark = pytest.mark.slow
 def steady_capacity(service):
     """Every request does real work (cache off) on a fixed replica count (no autoscaling),
     so goodput at low and at high concurrency measure the same thing."""
-    config = with_user_config(
-        service.config, "Ingress", cache_enabled=False, shadow_sample_rate=0.1
+    config = with_autoscaling(
+        with_user_config(service.config, "Ingress", cache_enabled=False, shadow_sample_rate=0.1),
+        MODEL,
+        min_replicas=1,
+        initial_replicas=1,
+        max_replicas=1,
     )
-    for d in config["applications"][0]["deployments"]:
-        if d["name"] == "ModelReplica":
-            d["autoscaling_config"].update(min_replicas=1, initial_replicas=1, max_replicas=1)
     service.deploy(config)
     wait_for_config(service, lambda r: r["sample_rate"] == 0.1, "the fixed-capacity application")
     yield

@@ -9,23 +9,22 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import APP, wait_for_config, with_user_config
+from tests.integration.conftest import (
+    APP,
+    replica_actors,
+    wait_for_config,
+    with_autoscaling,
+    with_model,
+    with_user_config,
+)
 from tests.integration.load import RECORDS, SteadyLoad
 from tests.support import MODEL, wait_until
 
 pytestmark = pytest.mark.slow
 PREDICT = f"/v1/models/{MODEL}:predict"
 REPLACEMENT_DEADLINE_S = 30
-
-
-def replica_actors(deployment: str) -> set[str]:
-    import ray
-
-    return {
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")
-    }
+REPLICA = f"ModelReplica-{MODEL}"
+SHADOW = f"ShadowReplica-{MODEL}"
 
 
 def running(deployment: str) -> int:
@@ -42,11 +41,7 @@ def kill(name: str) -> None:
 
 
 def two_model_replicas(config: dict) -> dict:
-    new = copy.deepcopy(config)
-    for d in new["applications"][0]["deployments"]:
-        if d["name"] == "ModelReplica":
-            d["autoscaling_config"].update(min_replicas=2, initial_replicas=2, max_replicas=2)
-    return new
+    return with_autoscaling(config, MODEL, min_replicas=2, initial_replicas=2, max_replicas=2)
 
 
 @pytest.fixture
@@ -54,20 +49,23 @@ def restore(service):
     yield
     service.deploy(service.config)
     wait_for_config(service, lambda r: r["sample_rate"] == 1.0, "the standard application")
-    wait_until(lambda: running("ModelReplica") == 1, 120, "one ModelReplica again")
+    wait_until(lambda: running(REPLICA) == 1, 120, "one ModelReplica again")
 
 
 def test_killing_a_model_replica_under_load_loses_no_request(service, restore) -> None:
     service.deploy(two_model_replicas(service.config))
-    wait_until(lambda: running("ModelReplica") == 2, 120, "two ModelReplicas")
-    before = replica_actors("ModelReplica")
+    # A change to a model's spec (the application's args) rolls out every deployment, the
+    # other model's too: kill only once nothing else is starting, so that the replacement
+    # is not queued behind that rollout's replicas.
+    wait_for_config(service, lambda r: True, "the two-replica application", timeout_s=240)
+    wait_until(lambda: running(REPLICA) == 2, 120, "two ModelReplicas")
+    before = replica_actors(REPLICA)
     with SteadyLoad(service.base_url) as load:
         load.wait_for_more(20)
         killed_at = time.monotonic()
         kill(sorted(before)[0])
         wait_until(
-            lambda: len(replica_actors("ModelReplica") - before) == 1
-            and running("ModelReplica") == 2,
+            lambda: len(replica_actors(REPLICA) - before) == 1 and running(REPLICA) == 2,
             REPLACEMENT_DEADLINE_S,
             "a replacement ModelReplica to serve",
         )
@@ -79,12 +77,12 @@ def test_killing_a_model_replica_under_load_loses_no_request(service, restore) -
 
 
 def test_killing_the_shadow_leaves_the_primary_untouched(service) -> None:
-    (shadow,) = replica_actors("ShadowReplica")
+    (shadow,) = replica_actors(SHADOW)
     with SteadyLoad(service.base_url) as load:
         load.wait_for_more(10)
         kill(shadow)
         wait_until(
-            lambda: replica_actors("ShadowReplica") - {shadow} and running("ShadowReplica") == 1,
+            lambda: replica_actors(SHADOW) - {shadow} and running(SHADOW) == 1,
             60,
             "the shadow to be replaced",
         )
@@ -99,13 +97,17 @@ def post(service, body=None, headers=None) -> requests.Response:
     )
 
 
-@pytest.mark.parametrize("deployment", ["Ingress", "ModelReplica"])
+SQUEEZE = {"max_system_used_fraction": 0.001, "retry_after_s": 4}
+
+
+@pytest.mark.parametrize("deployment", ["Ingress", REPLICA])
 def test_memory_pressure_is_a_503_with_retry_after_and_recovers(
     service, restore, deployment
 ) -> None:
-    squeezed = with_user_config(
-        service.config, deployment, memory={"max_system_used_fraction": 0.001, "retry_after_s": 4}
-    )
+    if deployment == "Ingress":
+        squeezed = with_user_config(service.config, "Ingress", memory=SQUEEZE)
+    else:  # the model replica's guard is part of its batching config, in the model's spec
+        squeezed = with_model(service.config, MODEL, batch={"memory": SQUEEZE})
     service.deploy(squeezed)
 
     def rejected() -> list[requests.Response]:

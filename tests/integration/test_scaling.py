@@ -6,17 +6,22 @@ waits before giving capacity back); the mechanism is the shipped one.
 
 from __future__ import annotations
 
-import copy
 import time
-from typing import Any
 
 import pytest
 
-from tests.integration.conftest import APP, wait_for_config, with_user_config
+from tests.integration.conftest import (
+    APP,
+    wait_for_config,
+    with_autoscaling,
+    with_model,
+    with_user_config,
+)
 from tests.integration.load import SteadyLoad
-from tests.support import wait_until
+from tests.support import MODEL, wait_until
 
 pytestmark = pytest.mark.slow
+REPLICA = f"ModelReplica-{MODEL}"
 
 
 def replicas(deployment: str) -> dict[str, int]:
@@ -25,26 +30,19 @@ def replicas(deployment: str) -> dict[str, int]:
     return dict(serve.status().applications[APP].deployments[deployment].replica_states)
 
 
-def with_autoscaling(config: dict[str, Any], **values: Any) -> dict[str, Any]:
-    new = copy.deepcopy(config)
-    for d in new["applications"][0]["deployments"]:
-        if d["name"] == "ModelReplica":
-            d["autoscaling_config"].update(values)
-    return new
-
-
 @pytest.fixture
 def restore(service):
     yield
     service.deploy(service.config)
     wait_for_config(service, lambda r: r["sample_rate"] == 1.0, "the standard application")
-    wait_until(lambda: replicas("ModelReplica") == {"RUNNING": 1}, 120, "one ModelReplica")
+    wait_until(lambda: replicas(REPLICA) == {"RUNNING": 1}, 120, "one ModelReplica")
 
 
 def test_model_replicas_scale_up_under_load_and_back_down(service, restore, record_property):
     quick = with_autoscaling(
         # Every request reaches the model (no cached answers), so the load is the model's.
         with_user_config(service.config, "Ingress", cache_enabled=False),
+        MODEL,
         # The model is the cheap stage here (the ingress costs more CPU), so the requests in
         # flight there (what the shipped policy scales on: deployments/roles/autoscaling.py) under
         # 16 clients hover around 1-8: a target of 1 asks for a second replica.
@@ -60,7 +58,7 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
     timeline: list[tuple[float, int]] = []
 
     def running() -> int:
-        n = replicas("ModelReplica").get("RUNNING", 0)
+        n = replicas(REPLICA).get("RUNNING", 0)
         timeline.append((time.monotonic(), n))
         return n
 
@@ -80,9 +78,9 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
 
 
 def test_user_config_changes_under_load_fail_no_request(service, handles, restore) -> None:
-    model = handles("ModelReplica")
+    model = handles(REPLICA)
     with SteadyLoad(service.base_url, clients=4) as load:
-        service.deploy(with_user_config(service.config, "ModelReplica", max_batch_size=16))
+        service.deploy(with_model(service.config, MODEL, batch={"max_batch_size": 16}))
         wait_until(
             lambda: model.describe.remote().result(timeout_s=10)["batch"]["max_batch_size"] == 16,
             60,

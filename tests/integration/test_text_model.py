@@ -1,10 +1,16 @@
-"""The text-embedding model in the same graph, over real HTTP (needs the `text` extra)."""
+"""The text-embedding model in the same graph, over real HTTP (needs the `text` extra).
+
+Its deployments are the generic ones every kind gets, named for the model: ModelReplica-minilm
+and ShadowReplica-minilm (an int8 copy of the primary's weights); no Validator-minilm, since a
+text kind validates in the Ingress.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from tests.integration.conftest import APP, wait_for_config, with_model
 from tests.support import wait_until
 
 pytest.importorskip("transformers")
@@ -26,11 +32,11 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
     """The same model run in this process, outside Serve."""
-    from deployments.text.encoder import TextEncoder
-    from deployments.text.metadata import read_text_metadata
+    from deployments.kinds.text.encoder import TextEncoder
+    from deployments.repository.store import load_kind
     from tests.support import MODELS
 
-    encoder = TextEncoder.from_metadata(read_text_metadata(MODELS, NAME, "1"))
+    encoder = TextEncoder.from_metadata(load_kind(MODELS, NAME, "1").metadata)
     return encoder.encode(SENTENCES).numpy()
 
 
@@ -115,6 +121,58 @@ def test_int8_shadow_compares_by_cosine(service) -> None:
     after = wait_until(
         lambda: (r := report())["compared_rows"] >= before + 30 and r, 60, "30 compared rows"
     )
-    assert after["comparison"] == "cosine" and after["candidate_version"].startswith("1-int8")
-    assert after["agreement_rate"] > 0.9 and after["cosine"]["p50"] > 0.98
-    assert after["failures"]["error"] == 0
+    assert (after["model"], after["kind"]) == (NAME, "text_embedding")
+    assert (after["primary_version"], after["candidate_version"]) == ("1", "1-int8")
+    assert (after["metric"], after["agreement_rule"]) == ("cosine", "min_cosine")
+    # Quantiles are histogram-bucket upper bounds: p50 above 0.98 puts the median above it.
+    assert after["agreement"] > 0.9 and after["metric_quantiles"]["p50"] > 0.98
+    assert after["candidate_errors"] == 0
+    assert after["confusion"] == []  # embeddings have no labels to cross
+    assert after["mirrored_requests"] >= after["compared_requests"] > 0
+
+
+def _replica_batches(handle, calls: int = 6) -> set[int]:
+    """max_batch_size as `calls` describe() calls see it (spread over the replicas)."""
+    return {
+        handle.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"]
+        for _ in range(calls)
+    }
+
+
+def test_the_model_has_the_generic_deployments(service, handles) -> None:
+    from ray import serve
+
+    deployments = set(serve.status().applications[APP].deployments)
+    assert {f"ModelReplica-{NAME}", f"ShadowReplica-{NAME}"} <= deployments
+    assert f"Validator-{NAME}" not in deployments
+    assert not {"TextEncoder", "TextShadow"} & deployments
+    primary = handles(f"ModelReplica-{NAME}").describe.remote().result(timeout_s=30)
+    assert (primary["name"], primary["version"], primary["kind"]) == (NAME, "1", "text_embedding")
+    # float16 on a GPU, float32 on CPU; the batch is serve_config.yaml's (tokens).
+    assert primary["variant"] == ("fp16" if primary["device"].startswith("cuda") else "fp32")
+    assert primary["batch"]["max_batch_size"] == 1024
+    shadow = handles(f"ShadowReplica-{NAME}").describe.remote().result(timeout_s=30)
+    assert shadow["version"] == "1-int8" and shadow["variant"].startswith("int8")
+
+
+def test_batch_config_changes_the_token_budget(service, handles, reference) -> None:
+    # max_batch_size counts tokens for text. SENTENCES are 142 tokens, the longest 110: at
+    # 128 they need two forward passes, and every row still comes back in its place. (Keep
+    # it at or above the longest row: Ray's batcher refuses a chunk costing more.)
+    model = handles(f"ModelReplica-{NAME}")
+    assert _replica_batches(model) == {1024}
+    service.deploy(with_model(service.config, NAME, batch={"max_batch_size": 128}))
+    try:
+        wait_until(lambda: _replica_batches(model) == {128}, 180, "max_batch_size=128 tokens")
+        wait_for_config(service, lambda r: True, "the 128-token rollout to finish", 180)
+        assert _replica_batches(model) == {128}
+        resp = service.http.post(
+            service.url(PREDICT), json={"instances": [{"text": t} for t in SENTENCES]}, timeout=60
+        )
+        assert resp.status_code == 200, resp.text
+        served = np.array([p["embedding"] for p in resp.json()["predictions"]], dtype=np.float32)
+        assert np.einsum("ij,ij->i", served, reference).min() > 0.9999
+    finally:
+        service.deploy(service.config)
+        wait_until(lambda: _replica_batches(model) == {1024}, 180, "max_batch_size=1024 again")
+        wait_for_config(service, lambda r: True, "the standard application", 180)

@@ -40,7 +40,16 @@ def test_without_reports_serves_own_count_is_used() -> None:
 
 
 def test_the_shipped_model_deployment_uses_this_policy() -> None:
+    from deployments.app import build_app
+    from deployments.config import AppArgs
+    from tests.unit.test_config import bound_deployments
+
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    (model,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "ModelReplica"]
-    policy = model["autoscaling_config"]["policy"]["policy_function"]
+    args = AppArgs.model_validate(config["applications"][0]["args"])
+    (fraud,) = [m for m in args.models or [] if m.name == "fraud-risk"]
+    assert "replica" not in fraud.model_fields_set, "the shipped fraud model takes the default"
+    model = bound_deployments(build_app(args))["ModelReplica-fraud-risk"]
+    autoscaling = model._deployment_config.autoscaling_config
+    assert autoscaling is not None and autoscaling.max_replicas > autoscaling.min_replicas
+    policy = autoscaling.policy.policy_function
     assert policy == "deployments.roles.autoscaling:requests_in_flight_policy"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import pickle
+from typing import Any
 
 import pytest
 import yaml
@@ -10,6 +13,7 @@ from pydantic import ValidationError
 
 from deployments.config import AppArgs, BatchConfig, IngressConfig, ShadowConfig
 from deployments.errors import (
+    ArtifactError,
     BadRequest,
     InvalidInput,
     ModelNotFound,
@@ -32,39 +36,144 @@ def test_serve_config_is_a_valid_serve_deploy_schema(serve_config: dict) -> None
     ServeDeploySchema.model_validate(serve_config)
 
 
+def bound_deployments(app: Any) -> dict[str, Any]:
+    """Every deployment an application binds, by name: the Ingress and, through the model
+    entries it is bound with, each model's deployments."""
+    ingress = app._bound_deployment
+    bound = {ingress.name: ingress}
+    for entry in ingress.init_args[1]:
+        for value in entry.values():
+            if hasattr(value, "_bound_deployment"):
+                bound[value._bound_deployment.name] = value._bound_deployment
+    return bound
+
+
+def init_arguments(deployment: Any) -> dict[str, Any]:
+    """A bound replica deployment's constructor arguments, by parameter name (every replica
+    role takes BatchedReplica's; the shadow adds its primary's version by keyword)."""
+    from deployments.roles.replica import BatchedReplica
+
+    signature = inspect.signature(BatchedReplica.__init__)
+    own = {k: v for k, v in deployment.init_kwargs.items() if k in signature.parameters}
+    bound = signature.bind(None, *deployment.init_args, **own)
+    bound.apply_defaults()
+    return {**bound.arguments, **deployment.init_kwargs}
+
+
+def text_extra_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("transformers", "tokenizers"))
+
+
 def test_serve_config_args_and_user_config_validate(serve_config: dict) -> None:
+    from deployments.app import build_app
+
     (app,) = serve_config["applications"]
     assert app["import_path"] == "deployments.app:build_app"
     args = AppArgs.model_validate(app["args"])
-    assert args.model_dir.is_dir() and args.candidate_version == "2"
+    assert args.model_dir.is_dir()
+    specs = {m.name: m for m in args.models or []}
+    assert set(specs) == {"fraud-risk", "minilm"}
+    assert specs["fraud-risk"].primary_version == "1"
+    assert specs["fraud-risk"].candidate_version == "2"
+    assert specs["minilm"].optional and specs["minilm"].candidate_variant == "int8"
+    # Per-model deployments are configured in the args; only the Ingress is listed here.
     deployments = {d["name"]: d for d in app["deployments"]}
-    assert set(deployments) == {"Ingress", "Validator", "ModelReplica", "ShadowReplica"}
-    for d in deployments.values():
-        assert d["max_ongoing_requests"] > 5, "Serve's default of 5 collapses under load"
-        assert d["max_queued_requests"] > 0, "every queue is bounded"
-        assert 0 < d["ray_actor_options"]["num_cpus"] < 1
-        assert d["max_surge_percent"] == 100, "replacements start before old replicas stop"
-    IngressConfig.model_validate(deployments["Ingress"]["user_config"])
-    BatchConfig.model_validate(deployments["ModelReplica"]["user_config"])
-    ShadowConfig.model_validate(deployments["ShadowReplica"]["user_config"])
-    assert "autoscaling_config" in deployments["ModelReplica"]
+    assert set(deployments) == {"Ingress"}
+    ingress = deployments["Ingress"]
+    assert ingress["max_ongoing_requests"] > 5, "Serve's default of 5 collapses under load"
+    assert ingress["max_queued_requests"] > 0, "every queue is bounded"
+    assert 0 < ingress["ray_actor_options"]["num_cpus"] < 1
+    assert ingress["max_surge_percent"] == 100, "replacements start before old replicas stop"
+    IngressConfig.model_validate(ingress["user_config"])
+
+    bound = bound_deployments(build_app(args))
+    expected = {
+        "Ingress",
+        "Validator-fraud-risk",
+        "ModelReplica-fraud-risk",
+        "ShadowReplica-fraud-risk",
+    }
+    if text_extra_installed():  # minilm is optional: served with the `text` extra
+        expected |= {"ModelReplica-minilm", "ShadowReplica-minilm"}  # validated in the Ingress
+    assert set(bound) == expected
+    for name, d in bound.items():
+        if name == "Ingress":  # its options come from the deployments section above
+            continue
+        config = d._deployment_config
+        assert config.max_ongoing_requests > 5, (name, "Serve's default of 5 collapses")
+        assert config.max_queued_requests > 0, (name, "every queue is bounded")
+        assert 0 < d.ray_actor_options["num_cpus"] < 1, name
+        assert config.max_surge_percent == 100, (name, "replacements start before old stop")
+    # The per-model user_config: `batch` for the ModelReplica, `shadow` for the ShadowReplica.
+    batch = BatchConfig.model_validate(bound["ModelReplica-fraud-risk"].user_config)
+    assert batch == specs["fraud-risk"].batch
+    shadow = ShadowConfig.model_validate(bound["ShadowReplica-fraud-risk"].user_config)
+    assert shadow.max_batch_size == batch.max_batch_size
+    assert bound["ModelReplica-fraud-risk"]._deployment_config.autoscaling_config is not None
+    if text_extra_installed():
+        text_batch = BatchConfig.model_validate(bound["ModelReplica-minilm"].user_config)
+        assert text_batch.max_batch_size == 1024  # tokens per forward pass
+        text_shadow = ShadowConfig.model_validate(bound["ShadowReplica-minilm"].user_config)
+        assert text_shadow.min_cosine == 0.98 and text_shadow.max_batch_size == 4096
     assert serve_config["http_options"]["host"] == "127.0.0.1"
 
 
-def test_builder_binds_the_four_deployments(serve_config: dict) -> None:
+def test_builder_binds_every_models_deployments(serve_config: dict) -> None:
     from deployments.app import build_app
 
     app = build_app(AppArgs.model_validate(serve_config["applications"][0]["args"]))
-    assert app is not None
+    ingress = app._bound_deployment
+    assert ingress.name == "Ingress"
+    entries = {e["name"]: e for e in ingress.init_args[1]}
+    fraud = entries["fraud-risk"]
+    assert fraud["version"] == "1" and fraud["max_rows"] == 1024
+    assert {"validator", "model", "shadow"} <= set(fraud)
+    # The shadow serves the candidate version, and knows the primary it is compared with.
+    shadow = init_arguments(fraud["shadow"]._bound_deployment)
+    assert (shadow["name"], shadow["version"], shadow["primary_version"]) == (
+        "fraud-risk",
+        "2",
+        "1",
+    )
+    assert shadow["variant"] is None
+    primary = init_arguments(fraud["model"]._bound_deployment)
+    assert (primary["name"], primary["version"], primary["device"]) == ("fraud-risk", "1", "auto")
+
+
+def test_without_a_models_list_every_model_is_served_at_its_highest_version() -> None:
+    from deployments.app import build_app
+
+    bound = bound_deployments(build_app(AppArgs()))
+    assert "ModelReplica-fraud-risk" in bound and "ShadowReplica-fraud-risk" not in bound
+    assert init_arguments(bound["ModelReplica-fraud-risk"])["version"] == "2"
+
+
+def test_a_candidate_that_is_the_resolved_primary_is_refused() -> None:
+    # primary_version unset: the highest version (2) is the primary; 2 cannot shadow itself.
+    from deployments.app import bind_model
+
+    args = AppArgs(models=[{"name": "fraud-risk", "candidate_version": "2"}])
+    with pytest.raises(ArtifactError, match="candidate_version '2' is the primary version"):
+        bind_model(args, args.models[0])
 
 
 @pytest.mark.parametrize(
     "args,needle",
     [
         ({"model_dir": "/nonexistent"}, "model_dir '/nonexistent' is not a directory"),
-        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
-        ({"candidate_version": "1"}, "candidate_version equals primary_version"),
+        ({"models": [{"name": "fraud-risk", "device": "tpu"}]}, "device must be 'auto', 'cpu'"),
+        (
+            {"models": [{"name": "fraud-risk", "primary_version": "1", "candidate_version": "1"}]},
+            "candidate_version equals primary_version",
+        ),
+        (
+            {"models": [{"name": "m", "candidate_version": "2", "candidate_variant": "int8"}]},
+            "set candidate_version or candidate_variant, not both",
+        ),
+        ({"models": [{"name": "m"}, {"name": "m"}]}, r"models lists \['m'\] more than once"),
+        ({"allowed_architectures": ["mypkg"]}, "is not 'package.module:Class'"),
         ({"max_batch": 3}, "Extra inputs are not permitted"),
+        ({"models": [{"name": "m", "max_batch": 3}]}, "Extra inputs are not permitted"),
     ],
 )
 def test_bad_args_say_what_to_change(args: dict, needle: str) -> None:
@@ -139,18 +248,24 @@ def test_typed_errors_cross_replicas_as_values() -> None:
 
 def test_text_encoder_replicas_reach_the_bound_deployment(serve_config: dict) -> None:
     pytest.importorskip("transformers")  # the `text` extra
+    pytest.importorskip("tokenizers")
     from deployments.app import build_app
 
     args = serve_config["applications"][0]["args"]
-    args = {**args, "text_model": {**args["text_model"], "enabled": True, "encoder_replicas": 2}}
-    app = build_app(AppArgs.model_validate(args))
-    bound = {
-        arg._bound_deployment.name: arg._bound_deployment
-        for arg in app._bound_deployment.init_args
-        if hasattr(arg, "_bound_deployment")
-    }
-    assert bound["TextEncoder"]._deployment_config.num_replicas == 2
+    models = [
+        {**m, "replica": {**m.get("replica", {}), "num_replicas": 3}}
+        if m["name"] == "minilm"
+        else m
+        for m in args["models"]
+    ]
+    bound = bound_deployments(build_app(AppArgs.model_validate({**args, "models": models})))
+    assert bound["ModelReplica-minilm"]._deployment_config.num_replicas == 3
+    assert "Validator-minilm" not in bound, "text is validated in the Ingress"
     # Both encoders keep their activation buffers (no mmap/munmap page faults per pass).
-    for name in ("TextEncoder", "TextShadow"):
+    for name in ("ModelReplica-minilm", "ShadowReplica-minilm"):
         env = bound[name].ray_actor_options["runtime_env"]["env_vars"]
         assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 << 20), name
+    # The shadow's candidate is the int8 variant of the primary's own weights.
+    shadow = init_arguments(bound["ShadowReplica-minilm"])
+    assert (shadow["version"], shadow["variant"], shadow["primary_version"]) == ("1", "int8", "1")
+    assert "runtime_env" not in bound["ModelReplica-fraud-risk"].ray_actor_options

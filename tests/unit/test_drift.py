@@ -1,4 +1,5 @@
-"""Drift recording from real metadata and the real input schema."""
+"""Drift recording from the real feature matrix the real kind decodes (what the Validator
+records once per call, from the arrays that travel to the replica)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 import pytest
 
 from deployments.errors import InvalidInput
-from deployments.metadata import read_metadata
-from deployments.schema import InputSchema
+from deployments.kinds.tabular import ABSENT, FEATURES, ClassificationKind
+from deployments.repository.store import load_kind
 from deployments.telemetry.drift import DriftRecorder
 from tests.support import MODEL, MODELS, sample_transactions
 
@@ -31,16 +32,22 @@ class CounterSink:
 
 
 @pytest.fixture(scope="module")
-def schema() -> InputSchema:
-    return InputSchema(read_metadata(MODELS, MODEL, "1"))
+def kind() -> ClassificationKind:
+    kind = load_kind(MODELS, MODEL, "1")
+    assert isinstance(kind, ClassificationKind)
+    return kind
 
 
-def test_valid_rows_are_counted_by_band_category_and_outcome(schema) -> None:
+def record(kind: ClassificationKind, instances: list[dict]) -> Counter:
+    """What the Validator does with one call's valid requests: decode, then record."""
     sink = CounterSink()
-    recorder = DriftRecorder(schema.metadata, sink)
-    records = schema.validate(sample_transactions(200))
-    recorder.valid(records, schema.vectorize(records))
-    v = sink.values
+    columns = kind.decode_v1(instances)
+    kind.observe_inputs(columns, DriftRecorder(kind.metadata, sink))
+    return sink.values
+
+
+def test_valid_rows_are_counted_by_band_category_and_outcome(kind) -> None:
+    v = record(kind, sample_transactions(200))
     assert v[("rows", (("outcome", "valid"),))] == 200
     amount = {
         dict(k[1])["band"]: n
@@ -58,28 +65,50 @@ def test_valid_rows_are_counted_by_band_category_and_outcome(schema) -> None:
         dict(k[1])["value"] for k in v if k[0] == "category" and ("feature", "card_present") in k[1]
     }
     assert present <= {"true", "false"} and present
+    assert sum(n for k, n in v.items() if ("feature", "card_present") in k[1]) == 200
+    assert not [k for k in v if k[0] == "missing"], "every optional feature was given"
 
 
-def test_shifted_inputs_land_in_the_outer_bands(schema) -> None:
+def test_counts_equal_the_inputs_value_by_value(kind) -> None:
+    records = sample_transactions(120, seed=5)
+    v = record(kind, records)
+    for name in ("merchant_category", "card_present"):
+        expected = Counter(str(r[name]).lower() for r in records)
+        counted = {
+            dict(k[1])["value"]: n
+            for k, n in v.items()
+            if k[0] == "category" and ("feature", name) in k[1]
+        }
+        assert counted == dict(expected), name
+
+
+def test_absent_optional_features_are_counted_from_the_absent_mask(kind) -> None:
+    records = sample_transactions(10)
+    for r in records[:4]:
+        del r["merchant_risk_score"]
+    columns = kind.decode_v1(records)
+    assert columns[ABSENT].sum() == 4
     sink = CounterSink()
-    recorder = DriftRecorder(schema.metadata, sink)
+    DriftRecorder(kind.metadata, sink).record(columns[FEATURES], columns[ABSENT])
+    assert sink.values[("missing", (("feature", "merchant_risk_score"),))] == 4
+    assert sink.values[("rows", (("outcome", "valid"),))] == 10
+
+
+def test_shifted_inputs_land_in_the_outer_bands(kind) -> None:
     shifted = [{**r, "amount_usd": 49000.0} for r in sample_transactions(50)]
-    records = schema.validate(shifted)
-    recorder.valid(records, schema.vectorize(records))
-    bands = {
-        dict(k[1])["band"]: n for k, n in sink.values.items() if ("feature", "amount_usd") in k[1]
-    }
+    v = record(kind, shifted)
+    bands = {dict(k[1])["band"]: n for k, n in v.items() if ("feature", "amount_usd") in k[1]}
     assert sum(n for b, n in bands.items() if b in ("(2,3]", "(3,inf)")) == 50
 
 
-def test_invalid_values_are_counted_by_field_with_bounded_labels(schema) -> None:
+def test_invalid_values_are_counted_by_field_with_bounded_labels(kind) -> None:
     sink = CounterSink()
-    recorder = DriftRecorder(schema.metadata, sink)
+    recorder = DriftRecorder(kind.metadata, sink)
     bad = [{**r} for r in sample_transactions(3)]
     bad[0]["amount_usd"] = -1.0
     bad[2]["made_up_field_123"] = 1
     with pytest.raises(InvalidInput) as info:
-        schema.validate(bad)
+        kind.decode_v1(bad)
     recorder.invalid(info.value, len(bad))
     v = sink.values
     assert v[("rows", (("outcome", "invalid"),))] == 2

@@ -1,4 +1,6 @@
-"""Shadow comparison maths, the diff log's bound, and the ingress-side mirror's isolation."""
+"""Shadow mode's parts: the comparison of a candidate's rows with the primary's (the kind's),
+the summable counts they go into (`shadow/ledger.py`), the report computed from those
+(`shadow/compare.py`), the diff log's bound, and the ingress-side mirror's isolation."""
 
 from __future__ import annotations
 
@@ -9,35 +11,66 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.config import IngressConfig
-from deployments.shadow.compare import ShadowStats, Thresholds, quantiles, wilson_interval
+from deployments.config import IngressConfig, ShadowConfig
+from deployments.kinds.base import ComparePolicy
+from deployments.kinds.tabular import DELTA_EDGES, ClassificationKind
+from deployments.repository.store import load_kind
+from deployments.shadow.compare import Thresholds, histogram_quantiles, report, wilson_interval
 from deployments.shadow.diff_log import DiffLog, row_hash
+from deployments.shadow.ledger import LATENCY_EDGES_MS, ShadowCounts
 from deployments.shadow.mirror import Mirror
+from tests.support import MODEL, MODELS
+
+KIND = load_kind(MODELS, MODEL, "1")
+assert isinstance(KIND, ClassificationKind)
+POLICY = ComparePolicy()
 
 
 def outputs(labels: list[str], scores: list[float]) -> dict:
-    return {"label": labels, "fraud_probability": scores}
+    return {
+        "label": np.array(labels, dtype=object),
+        "fraud_probability": np.array(scores, dtype=np.float32),
+    }
+
+
+def compared(counts: ShadowCounts, primary: dict, candidate: dict, p_ms: float, c_ms: float):
+    """What the ShadowReplica does with one mirrored request's answers."""
+    comparison = KIND.compare(primary, candidate, POLICY)
+    counts.mirrored_requests += 1
+    counts.add_rows(comparison.agree, comparison.metric, comparison.labels)
+    counts.add_latency("primary", p_ms)
+    counts.add_latency("candidate", c_ms)
+    return comparison
 
 
 def test_compare_counts_agreement_confusion_and_deltas() -> None:
-    stats = ShadowStats("fraud_probability")
-    rows = stats.compare(
+    counts = ShadowCounts(KIND.comparison.edges)
+    comparison = compared(
+        counts,
         outputs(["legit", "fraud", "legit"], [0.1, 0.8, 0.4]),
         outputs(["legit", "legit", "fraud"], [0.15, 0.45, 0.6]),
         5.0,
         7.0,
     )
-    assert [r.agrees for r in rows] == [True, False, False]
-    assert [round(r.abs_delta, 6) for r in rows] == [0.05, 0.35, 0.2]
-    assert stats.compared_rows == 3 and stats.agreeing_rows == 1
-    assert stats.confusion[("fraud", "legit")] == 1 and stats.confusion[("legit", "fraud")] == 1
+    assert comparison.agree.tolist() == [True, False, False]
+    assert np.round(comparison.metric, 6).tolist() == [0.05, 0.35, 0.2]
+    assert counts.compared_requests == 1
+    assert counts.compared_rows == 3 and counts.agreeing_rows == 1
+    assert counts.confusion["fraud\u2192legit"] == 1 and counts.confusion["legit\u2192fraud"] == 1
+    assert counts.confusion["legit\u2192legit"] == 1
+    # Each |delta| lands in the bucket whose upper edge is the first at or above it.
+    assert sum(counts.metric_counts) == 3
+    for delta in comparison.metric:
+        bucket = int(np.searchsorted(DELTA_EDGES, delta))
+        assert DELTA_EDGES[bucket - 1] < delta <= DELTA_EDGES[bucket]
+        assert counts.metric_counts[bucket] >= 1
+    assert counts.latency_counts["primary"][LATENCY_EDGES_MS.index(5)] == 1
+    assert counts.latency_counts["candidate"][LATENCY_EDGES_MS.index(10)] == 1
 
 
 def test_row_count_mismatch_is_refused() -> None:
     with pytest.raises(ValueError):
-        ShadowStats("fraud_probability").compare(
-            outputs(["a"], [0.1]), outputs(["a", "b"], [0.1, 0.2]), 1, 1
-        )
+        KIND.compare(outputs(["a"], [0.1]), outputs(["a", "b"], [0.1, 0.2]), POLICY)
 
 
 def test_wilson_interval_known_values() -> None:
@@ -48,43 +81,118 @@ def test_wilson_interval_known_values() -> None:
     assert high == pytest.approx(1.0) and 0.65 < low < 0.75
 
 
-def test_quantiles_of_empty_and_filled() -> None:
-    assert quantiles([], (0.5, 1.0)) == {"p50": None, "max": None}
-    q = quantiles(range(101), (0.5, 0.99, 1.0))
-    assert q == {"p50": 50.0, "p99": 99.0, "max": 100.0}
+def test_histogram_quantiles_of_empty_and_filled() -> None:
+    edges = (1.0, 2.0, 5.0, 10.0)
+    assert histogram_quantiles(edges, [0] * 5, (0.5, 0.99)) == {"p50": None, "p99": None}
+    # 0..100 counted into buckets <=1, <=2, <=5, <=10, >10.
+    values = np.arange(101, dtype=np.float64)
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=5).tolist()
+    assert counts == [2, 1, 3, 5, 90]
+    q = histogram_quantiles(edges, counts, (0.01, 0.05, 0.1, 0.5, 0.99))
+    # Each quantile is the upper edge of its bucket (the overflow bucket: the last edge).
+    assert q == {"p1": 1.0, "p5": 5.0, "p10": 10.0, "p50": 10.0, "p99": 10.0}
+    assert q["p1"] >= float(np.quantile(values, 0.01))
+    assert q["p10"] >= float(np.quantile(values, 0.1))
 
 
-def filled(agree: int, disagree: int, candidate_ms: float = 2.0) -> ShadowStats:
-    stats = ShadowStats("fraud_probability")
+def filled(agree: int, disagree: int, candidate_ms: float = 2.0) -> ShadowCounts:
+    counts = ShadowCounts(KIND.comparison.edges)
     for i in range(agree + disagree):
         label = "legit" if i < agree else "fraud"
-        stats.mirrored_requests += 1
-        stats.compare(outputs(["legit"], [0.1]), outputs([label], [0.12]), 2.0, candidate_ms)
-    return stats
+        compared(counts, outputs(["legit"], [0.1]), outputs([label], [0.12]), 2.0, candidate_ms)
+    return counts
+
+
+def verdict(counts: ShadowCounts, thresholds: Thresholds, drops: dict) -> dict:
+    spec = KIND.comparison
+    return report(counts, spec.metric, spec.agreement, thresholds, drops)
 
 
 def test_recommendation_promotes_only_when_every_threshold_holds() -> None:
     t = Thresholds(
         min_compared_rows=100,
-        min_label_agreement=0.9,
+        min_agreement=0.9,
         max_candidate_failure_rate=0.05,
         max_p99_latency_ratio=2.0,
     )
-    good = filled(999, 1).report(t, {})
+    good = verdict(filled(999, 1), t, {})
     assert good["recommendation"] == "promote" and good["reasons"] == []
+    assert good["agreement_rule"] == "label" and good["metric"] == "abs_score_delta"
+    assert good["agreement"] == pytest.approx(0.999)
+    assert good["agreement_ci95"][0] < 0.999 < good["agreement_ci95"][1]
+    assert good["metric_quantiles"]["p50"] == pytest.approx(0.02)  # |0.12 - 0.1| <= 0.02
+    assert good["confusion"] == [
+        {"primary": "legit", "candidate": "fraud", "rows": 1},
+        {"primary": "legit", "candidate": "legit", "rows": 999},
+    ]
 
-    few = filled(50, 0).report(t, {})
+    few = verdict(filled(50, 0), t, {})
     assert few["recommendation"] == "hold" and "only 50 rows" in few["reasons"][0]
 
-    disagreeing = filled(800, 200).report(t, {})
+    disagreeing = verdict(filled(800, 200), t, {})
     assert any("agreement lower bound" in r for r in disagreeing["reasons"])
 
-    slow = filled(1000, 0, candidate_ms=10.0).report(t, {})
+    slow = verdict(filled(1000, 0, candidate_ms=10.0), t, {})
     assert any("latency" in r for r in slow["reasons"]) and slow["latency_ms"]["p99_ratio"] == 5
 
-    dropped = filled(1000, 0).report(t, {"queue_full": 100})
+    dropped = verdict(filled(1000, 0), t, {"queue_full": 100})
     assert dropped["candidate_failure_rate"] == pytest.approx(100 / 1100)
     assert any("failure rate" in r for r in dropped["reasons"])
+    assert dropped["dropped"] == {"queue_full": 100}
+
+    failing = filled(1000, 0)
+    failing.candidate_errors, failing.candidate_timeouts = 30, 30
+    failed = verdict(failing, t, {})
+    assert failed["candidate_failure_rate"] == pytest.approx(60 / 1000)
+    assert failed["recommendation"] == "hold"
+
+
+def test_the_report_thresholds_come_from_the_shadow_config() -> None:
+    config = ShadowConfig(min_agreement=0.5, min_compared_rows=10)
+    t = Thresholds(
+        config.min_compared_rows,
+        config.min_agreement,
+        config.max_candidate_failure_rate,
+        config.max_p99_latency_ratio,
+    )
+    body = verdict(filled(70, 30), t, {})
+    assert body["thresholds"]["min_agreement"] == 0.5 and body["recommendation"] == "promote"
+
+
+def test_an_empty_report_holds_and_says_why() -> None:
+    body = verdict(ShadowCounts(KIND.comparison.edges), Thresholds(), {})
+    assert body["agreement"] is None and body["agreement_ci95"] is None
+    assert body["metric_quantiles"] == {"p1": None, "p50": None, "p90": None, "p99": None}
+    assert body["latency_ms"]["p99_ratio"] is None
+    assert body["recommendation"] == "hold" and "only 0 rows" in body["reasons"][0]
+
+
+def test_counts_from_many_replicas_merge_into_the_same_report() -> None:
+    whole = filled(900, 100)
+    first, second = filled(500, 0), filled(400, 100)
+    second.candidate_timeouts = 3
+    merged = first.merged(second)
+    for name in ("mirrored_requests", "compared_requests", "compared_rows", "agreeing_rows"):
+        assert getattr(merged, name) == getattr(whole, name), name
+    assert merged.metric_counts == whole.metric_counts
+    assert merged.latency_counts == whole.latency_counts
+    assert merged.confusion == whole.confusion
+    assert merged.candidate_timeouts == 3
+    t = Thresholds(min_compared_rows=100)
+    whole.candidate_timeouts = 3
+    assert verdict(merged, t, {}) == verdict(whole, t, {})
+
+
+def test_counts_survive_a_json_round_trip() -> None:
+    counts = filled(10, 3, candidate_ms=40.0)
+    counts.candidate_errors = 2
+    copy = ShadowCounts.from_json(counts.to_json())
+    assert copy == counts
+    assert isinstance(copy.metric_edges, tuple) and copy.confusion["legit\u2192fraud"] == 3
+    # A restored replica carries on counting from its totals.
+    compared(copy, outputs(["legit"], [0.1]), outputs(["legit"], [0.1]), 1.0, 1.0)
+    assert copy.compared_rows == counts.compared_rows + 1
+    assert json.loads(copy.to_json())["mirrored_requests"] == 14
 
 
 def test_diff_log_rotates_within_its_bound(tmp_path: Path) -> None:

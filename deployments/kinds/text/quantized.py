@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from deployments.text.encoder import TextEncoder
+from deployments.kinds.text.encoder import TextEncoder
 
 Scheme = Literal["per_tensor", "per_channel", "per_channel_keep_ffn_out"]
 SCHEMES: tuple[Scheme, ...] = ("per_tensor", "per_channel", "per_channel_keep_ffn_out")

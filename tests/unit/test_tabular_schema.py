@@ -1,4 +1,5 @@
-"""The per-instance schema built from metadata.json: every validation error, and vectorisation."""
+"""A tabular model's input schema, built from metadata.json: every validation error, and
+vectorisation with exactly the training normalisation (deployments/kinds/tabular_schema.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import numpy as np
 import pytest
 
 from deployments.errors import InvalidInput
-from deployments.metadata import read_metadata
-from deployments.schema import InputSchema
+from deployments.kinds.tabular_schema import InputSchema, TabularMetadata
+from deployments.repository.store import load_kind
 from tests.support import MODEL, MODELS, instance_from_schema, sample_transactions
 
 
 @pytest.fixture(scope="module")
 def schema() -> InputSchema:
-    return InputSchema(read_metadata(MODELS, MODEL, "1"))
+    metadata = load_kind(MODELS, MODEL, "1").metadata
+    assert isinstance(metadata, TabularMetadata)
+    return InputSchema(metadata)
 
 
 @pytest.fixture
@@ -137,11 +140,26 @@ def test_optional_feature_takes_its_documented_default(schema: InputSchema, vali
     assert record.merchant_risk_score == 0.2
 
 
+def test_absent_marks_only_the_optional_features_left_out(schema: InputSchema) -> None:
+    given, omitted = sample_transactions(2)
+    del omitted["merchant_risk_score"]
+    records = schema.validate([given, omitted])
+    assert schema.optional == ["merchant_risk_score"]
+    absent = schema.absent(records)
+    assert absent.dtype == np.bool_ and absent.tolist() == [[False], [True]]
+    # The default is what the model sees for the omitted one, normalised like any value.
+    norm = schema.metadata.normalization["merchant_risk_score"]
+    column = schema.metadata.feature_vector.index("merchant_risk_score")
+    row = schema.vectorize(records)[1]
+    assert row[column] == pytest.approx((0.2 - norm.mean) / norm.std, rel=1e-6)
+
+
 def test_vectorize_applies_training_normalisation_exactly(schema: InputSchema) -> None:
     (record,) = sample_transactions(1, seed=3)
     meta = schema.metadata
     (row,) = schema.to_features([record])
-    assert row.dtype == np.float32 and len(row) == meta.architecture.input_dim
+    assert row.dtype == np.float32 and len(row) == meta.width
+    assert meta.width == meta.architecture.kwargs["input_dim"] == schema.width
 
     expected = []
     for f in meta.features:

@@ -1,0 +1,1 @@
+"""The model repository: `<model_dir>/<name>/<version>/{model.safetensors, metadata.json}`."""

@@ -1,0 +1,286 @@
+"""The data plane: protocol-neutral inference over every served model, whatever its kind.
+
+The HTTP adapter (`roles/http.py`) parses envelopes and renders answers; everything between
+(admission, deadlines, the result cache, batching at the caller, the Validator and
+ModelReplica calls, retries, mirroring to the shadow) happens here, once, for every kind.
+No torch, no HTTP. The handles are Serve `DeploymentHandle`s in a replica and fakes in unit
+tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployments.admission.caller_batch import CallerBatcher
+from deployments.admission.inflight import Admission, Deadline
+from deployments.admission.memory_guard import MemoryGuard
+from deployments.admission.resilience import ResultCache, is_transient, retry_transient
+from deployments.config import IngressConfig
+from deployments.errors import (
+    ModelNotFound,
+    Overloaded,
+    ServingError,
+    ShadowNotConfigured,
+    raise_if_error,
+)
+from deployments.kinds.base import Batch, Columns, ModelKind
+from deployments.roles.validator import decode
+from deployments.shadow.mirror import Mirror
+from deployments.telemetry.tracing import current_trace_id, current_traceparent
+
+logger = logging.getLogger("ray.serve")
+
+READY_PROBE_TIMEOUT_S = 2.0
+NO_DEADLINE = Deadline(None)
+
+
+@dataclass
+class ServedModel:
+    """One model as the data plane serves it: its kind and the handles of its deployments."""
+
+    kind: ModelKind
+    versions: list[str]
+    model: Any  # ModelReplica handle
+    validator: Any | None = None  # None: the kind validates here (validates_at == "ingress")
+    mirror: Mirror | None = None
+    max_rows: int = 1024
+
+    @property
+    def name(self) -> str:
+        return self.kind.metadata.name
+
+
+@dataclass
+class Work:
+    """One request's inference, as it waits in the caller batch."""
+
+    model: str
+    protocol: str  # "v1" | "v2"
+    payload: Any  # instances, v2 input tensors, or (validated at the ingress) columns
+    columns: Columns | None = None
+    # This request's own trace, carried through the batch's calls (None when unsampled).
+    traceparent: str | None = field(default_factory=current_traceparent)
+
+
+@dataclass
+class Prediction:
+    outputs: Columns
+    model_version: str
+    infer_ms: float
+
+
+class DataPlane:
+    def __init__(self, models: dict[str, ServedModel], metrics: Any = None) -> None:
+        self.models = models
+        self.config = config = IngressConfig()
+        self.metrics = metrics
+        self.admission = Admission(
+            config.max_inflight_requests,
+            config.max_retry_after_s,
+            max_queue_delay_s=config.max_queue_delay_s,
+            min_inflight=config.min_inflight_requests,
+        )
+        self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
+        self.memory = MemoryGuard(config.memory)
+        self.batcher: CallerBatcher[Work, Any] = CallerBatcher(
+            self._infer_batch,
+            config.caller_batch_max_requests,
+            config.caller_batch_wait_s,
+            config.caller_batch_max_concurrent,
+            on_batch=lambda n: self.metrics and self.metrics.caller_batch.observe(n),
+        )
+
+    def reconfigure(self, config: IngressConfig) -> None:
+        old = self.config
+        self.admission.max_inflight = config.max_inflight_requests
+        self.admission.max_queue_delay_s = config.max_queue_delay_s
+        self.admission.min_inflight = config.min_inflight_requests
+        self.admission.max_retry_after_s = config.max_retry_after_s
+        if (old.cache_ttl_s, old.cache_max_entries) != (
+            config.cache_ttl_s,
+            config.cache_max_entries,
+        ):
+            self.cache = ResultCache(
+                config.cache_enabled, config.cache_ttl_s, config.cache_max_entries
+            )
+        self.cache.enabled = config.cache_enabled
+        self.memory.config = config.memory
+        self.batcher.max_items = config.caller_batch_max_requests
+        self.batcher.max_wait_s = config.caller_batch_wait_s
+        self.batcher.max_concurrent = config.caller_batch_max_concurrent
+        self.config = config
+        for served in self.models.values():
+            if served.mirror is not None:
+                served.mirror.reconfigure(config)
+
+    # ---- lookups -----------------------------------------------------------------------
+
+    def served(self, name: str, version: str | None = None) -> ServedModel:
+        served = self.models.get(name)
+        if served is None:
+            raise ModelNotFound(f"model {name!r} is not served here; models: {sorted(self.models)}")
+        if version is not None and version not in served.versions:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} here; versions: {served.versions}"
+            )
+        return served
+
+    async def is_ready(self, served: ServedModel) -> bool:
+        try:
+            checks = [served.model.ready.remote()]
+            if served.validator is not None:
+                checks.append(served.validator.ready.remote())
+            return all(await asyncio.wait_for(asyncio.gather(*checks), READY_PROBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - any failure to answer means not ready
+            return False
+
+    async def all_ready(self) -> bool:
+        return all(await asyncio.gather(*(self.is_ready(m) for m in self.models.values())))
+
+    # ---- inference -----------------------------------------------------------------------
+
+    @contextmanager
+    def admitted(self, served: ServedModel, deadline_header: str | None) -> Iterator[Deadline]:
+        """Deadline, memory and in-flight admission: all before any work is done."""
+        deadline = Deadline.from_header(deadline_header, self.config.max_deadline_ms)
+        with ExitStack() as stack:
+            try:
+                self.memory.check()
+                stack.enter_context(self.admission.admit())
+            except Overloaded as exc:
+                self._metric("rejections", served.name, {"reason": exc.details[0]["reason"]})
+                raise
+            yield deadline
+
+    async def infer(
+        self,
+        served: ServedModel,
+        protocol: str,
+        payload: Any,
+        cache_payload: Any,
+        deadline: Deadline,
+        request_id: str = "",
+    ) -> Prediction:
+        """Outputs for one request's payload (v1 instances or v2 input tensors)."""
+        key = None
+        if self.cache.enabled and cache_payload is not None:
+            # The key costs a canonical dump and a hash: only when the cache is on.
+            key = ResultCache.key(served.name, served.kind.metadata.version, cache_payload)
+            cached = self.cache.get(key)
+            self._metric("cache", served.name, {"result": "hit" if cached else "miss"})
+            if cached is not None:
+                return cached
+        work = Work(served.name, protocol, payload)
+        if served.validator is None:
+            work.columns = decode(served.kind, protocol, payload, served.max_rows)
+        # Past its deadline a request leaves the batch queue (nothing is sent for it); once
+        # its batch is on the way, the rows are computed with the others but not awaited.
+        columns, prediction = raise_if_error(
+            await deadline.run(self.batcher.submit(work), "validation and inference")
+        )
+        if key is not None:
+            self.cache.put(key, prediction)
+        if served.mirror is not None:
+            served.mirror.offer(
+                {
+                    "columns": columns,
+                    "primary": prediction.outputs,
+                    "primary_latency_ms": prediction.infer_ms,
+                    "request_id": request_id,
+                    "trace_id": current_trace_id(),
+                }
+            )
+        return prediction
+
+    async def _infer_batch(self, batch: list[Work]) -> list[Any]:
+        """Batching at the caller: the requests in flight go to each model's Validator in
+        one call and to its ModelReplica in one more. Each request gets back its own
+        `(columns, prediction)` or its own typed error; a stage that is down or full fails
+        the members it carried with the same retryable 503."""
+        answers: list[Any] = [None] * len(batch)
+        groups: dict[str, list[int]] = {}
+        for i, work in enumerate(batch):
+            groups.setdefault(work.model, []).append(i)
+        for name, members in groups.items():
+            results = await self._infer_group(self.models[name], [batch[i] for i in members])
+            for i, answer in zip(members, results):
+                answers[i] = answer
+        return answers
+
+    async def _infer_group(self, served: ServedModel, works: list[Work]) -> list[Any]:
+        answers: list[Any] = [None] * len(works)
+        try:
+            if served.validator is None:
+                valid = list(range(len(works)))
+                inputs = Batch.of([w.columns for w in works])  # type: ignore[misc]
+            else:
+                requests = [(w.protocol, w.payload, w.traceparent) for w in works]
+                inputs, valid, failures = await self._call(
+                    lambda: served.validator.validate_many.remote(requests),
+                    "validation",
+                    served.name,
+                )
+                for i, error in failures.items():
+                    answers[i] = error
+            if not valid:
+                return answers
+            traces = [works[i].traceparent for i in valid]
+            answer = await self._call(
+                lambda: served.model.predict_many.remote(inputs, traces), "inference", served.name
+            )
+        except ServingError as exc:
+            return [exc] * len(works)
+        for j, error in answer.failures.items():
+            answers[valid[j]] = error
+        for k, j in enumerate(answer.answered):
+            prediction = Prediction(answer.outputs.part(k), answer.model_version, answer.infer_ms)
+            answers[valid[j]] = (inputs.part(j), prediction)
+        return answers
+
+    async def _call(self, issue: Callable[[], Any], what: str, model: str) -> Any:
+        """One downstream call: idempotent, so retried when its replica died; a full
+        downstream queue becomes a 503 whose Retry-After comes from the drain rate."""
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            result = await retry_transient(
+                lambda: NO_DEADLINE.run(issue(), what),
+                self.config.retry_attempts,
+                self.config.retry_max_wait_s,
+                on_retry=lambda exc: self._metric("retries", model),
+            )
+        except BackPressureError:
+            self._metric("rejections", model, {"reason": "downstream_queue_full"})
+            raise Overloaded(
+                f"the {what} stage is at capacity (its queue is full)",
+                [{"reason": "downstream_queue_full"}],
+                self.admission.retry_after_s(),
+            ) from None
+        except Exception as exc:
+            if is_transient(exc):
+                raise Overloaded(
+                    f"the {what} stage is unavailable ({type(exc).__name__})",
+                    [{"reason": "replica_unavailable"}],
+                    self.admission.retry_after_s(),
+                ) from exc
+            raise
+        return raise_if_error(result)
+
+    # ---- shadow ----------------------------------------------------------------------------
+
+    async def shadow_report(self, name: str | None) -> dict[str, Any]:
+        served = self.served(name if name is not None else next(iter(self.models)))
+        if served.mirror is None:
+            raise ShadowNotConfigured(f"model {served.name!r} has no candidate in shadow mode")
+        report = await served.mirror.shadow.report.remote(served.mirror.counts())
+        return {**report, "sample_rate": self.config.shadow_sample_rate}
+
+    def _metric(self, name: str, model: str, tags: dict[str, str] | None = None) -> None:
+        """Count one event of counter `name` for `model` (when metrics are given)."""
+        if self.metrics is not None:
+            getattr(self.metrics, name).inc(1, {"model": model, **(tags or {})})

@@ -1,0 +1,64 @@
+"""Ingress deployment: the graph's front door. Wires the data plane to its handles and serves
+the HTTP adapter; holds no route and no per-model logic of its own.
+
+`__serve_build_asgi_app__` is Serve's late-bound ingress: the app is built after the
+constructor, in the replica, around this replica's own data plane.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+
+from deployments.admission.auth import BearerAuth, load_token
+from deployments.config import AppArgs, IngressConfig
+from deployments.repository.store import load_kind
+from deployments.roles.dataplane import DataPlane, ServedModel
+from deployments.roles.http import build_http_app
+from deployments.shadow.mirror import Mirror
+from deployments.telemetry.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
+from deployments.telemetry.node_metrics import NodeMetrics
+from deployments.telemetry.request_telemetry import TelemetryTarget
+from deployments.telemetry.tracing import install_log_correlation
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    def __init__(self, args: AppArgs, models: list[dict[str, Any]]) -> None:
+        """`models`: per served model, `{name, version, validator, model, shadow}` (handles)."""
+        install_log_correlation(logger)
+        config = IngressConfig()
+        served = {}
+        for entry in models:
+            kind = load_kind(args.model_dir, entry["name"], entry["version"])
+            mirror = None
+            if entry.get("shadow") is not None:
+                mirror = Mirror(entry["shadow"], config, MirrorMetrics(entry["name"]))
+            served[entry["name"]] = ServedModel(
+                kind=kind,
+                versions=[entry["version"]],
+                model=entry["model"],
+                validator=entry.get("validator"),
+                mirror=mirror,
+                max_rows=entry["max_rows"],
+            )
+        self.plane = DataPlane(served, IngressMetrics())
+        self.auth = BearerAuth(load_token(args.auth_token_env, args.auth_token_file))
+        self.node_metrics = NodeMetrics()
+        self.args = args
+
+    def __serve_build_asgi_app__(self) -> Any:
+        app = build_http_app(
+            self.plane, self.auth, self.args.max_request_bytes, self.node_metrics.scrape
+        )
+        versions = {name: m.kind.metadata.version for name, m in self.plane.models.items()}
+        app.state.telemetry = TelemetryTarget(RequestMetrics(), versions)
+        return app
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.plane.reconfigure(IngressConfig.model_validate(user_config or {}))

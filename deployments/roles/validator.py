@@ -1,0 +1,66 @@
+"""Validator: many requests' v1 instances or v2 tensors in, one `Batch` of arrays out.
+
+The schema that validates requests is the one that travelled with the weights (the kind
+reads it from metadata.json). One bad request fails only itself: its error comes back by
+index beside the batch of the valid ones. Input distributions (drift) are recorded once per
+call, from the arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+
+from deployments.errors import InvalidInput, ServingError
+from deployments.kinds.base import Batch, ModelKind
+from deployments.repository.store import load_kind
+from deployments.telemetry.metrics import StageMetrics
+from deployments.telemetry.monitoring import Monitor, replica_deployment_name
+from deployments.telemetry.tracing import context_from_traceparent, install_log_correlation
+
+logger = logging.getLogger("ray.serve")
+
+Request = tuple[str, Any, str | None]  # (protocol "v1" | "v2", payload, traceparent)
+
+
+def decode(kind: ModelKind, protocol: str, payload: Any, max_rows: int) -> Any:
+    """The kind's columns for one request's payload, by protocol."""
+    if protocol == "v1":
+        return kind.decode_v1(payload)
+    return kind.decode_v2(payload, max_rows)
+
+
+@serve.deployment(name="Validator")
+class Validator:
+    def __init__(self, model_dir: str, name: str, version: str, max_rows: int) -> None:
+        self.kind = load_kind(model_dir, name, version)
+        self.max_rows = max_rows
+        # Spans name the real deployment (Validator-<model>), as the replicas' do.
+        self.monitor = Monitor(replica_deployment_name("Validator"), StageMetrics(name, version))
+        self.drift = self.kind.drift_recorder(name, version)
+        install_log_correlation(logger)
+
+    def validate_many(
+        self, requests: list[Request]
+    ) -> tuple[Batch, list[int], dict[int, ServingError]]:
+        """The valid requests' columns as one batch (in the order of the returned indices),
+        and every other request's own typed error, by index."""
+        parts, valid, failures = [], [], {}
+        for i, (protocol, payload, traceparent) in enumerate(requests):
+            try:
+                with self.monitor.call("validation", parent=context_from_traceparent(traceparent)):
+                    parts.append(decode(self.kind, protocol, payload, self.max_rows))
+                valid.append(i)
+            except ServingError as exc:
+                if isinstance(exc, InvalidInput) and self.drift is not None:
+                    self.drift.invalid(exc, len(payload) if protocol == "v1" else 1)
+                failures[i] = exc
+        batch = Batch.of(parts)
+        if parts and self.drift is not None:
+            self.kind.observe_inputs(batch.columns, self.drift)
+        return batch, valid, failures
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,175 @@
+"""A model replica's batch: order kept, results equal to running alone, one bad item never
+fails a batch; and the tabular classifier's runtime that it runs.
+
+The replica is the real `BatchedReplica` over the shipped artifact (no Ray: a replica needs
+none until Serve calls it). Serve's `@serve.batch` queue gathers chunks and calls the batch
+handler with them; these tests call that handler (`_run_batch`, unwrapped from the queue)
+with chunks directly, as the queue does. The queue itself runs in the integration tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deployments.errors import InferenceFailed, InvalidInput
+from deployments.kinds.base import Batch, Columns
+from deployments.kinds.devices import resolve_device
+from deployments.kinds.tabular import FEATURES, ClassificationKind, ClassifierRuntime
+from deployments.repository.store import load_kind
+from deployments.roles.replica import BatchedReplica, Chunk, _chunks
+from tests.support import MODEL, MODELS, sample_transactions
+
+BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+
+
+def new_replica() -> BatchedReplica:
+    return BatchedReplica(str(MODELS), MODEL, "1", "cpu", [], BATCH)
+
+
+@pytest.fixture(scope="module")
+def replica() -> BatchedReplica:
+    return new_replica()
+
+
+@pytest.fixture(scope="module")
+def columns(replica: BatchedReplica) -> Columns:
+    return replica.kind.decode_v1(sample_transactions(40))
+
+
+def rows(columns: Columns, start: int, stop: int) -> Columns:
+    return {name: array[start:stop] for name, array in columns.items()}
+
+
+def run_batch(replica: BatchedReplica, parts: list[Columns]) -> list:
+    """What Serve's batch queue does with the chunks it gathered: one handler call."""
+    chunks = [Chunk(part, len(part[FEATURES])) for part in parts]
+    handler = BatchedReplica._run_batch.__wrapped__
+    return asyncio.run(handler(replica, chunks))
+
+
+def test_batch_results_equal_individual_results_in_order(replica, columns) -> None:
+    parts = [rows(columns, *span) for span in ((0, 1), (1, 6), (6, 7), (7, 20))]
+    batched = run_batch(replica, parts)
+    assert len(batched) == len(parts)
+    for part, result in zip(parts, batched):
+        alone = replica.runtime.forward(part)
+        assert result["label"].tolist() == alone["label"].tolist()
+        np.testing.assert_allclose(
+            result["fraud_probability"], alone["fraud_probability"], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_wrong_width_item_fails_alone(replica, columns) -> None:
+    narrow = {FEATURES: np.zeros((2, 5), dtype=np.float32), "absent": np.zeros((2, 1), bool)}
+    results = run_batch(replica, [rows(columns, 0, 3), narrow, rows(columns, 3, 4)])
+    assert isinstance(results[1], InvalidInput) and "[N, 16]" in results[1].message
+    assert len(results[0]["label"]) == 3 and len(results[2]["label"]) == 1
+
+
+def test_non_finite_output_fails_only_its_item(replica, columns) -> None:
+    poisoned = {name: array.copy() for name, array in rows(columns, 0, 2).items()}
+    poisoned[FEATURES][1, 0] = np.inf  # inf in, NaN probability out
+    results = run_batch(replica, [rows(columns, 2, 4), poisoned, rows(columns, 4, 5)])
+    assert isinstance(results[1], InferenceFailed) and "non-finite" in results[1].message
+    assert len(results[0]["label"]) == 2 and len(results[2]["label"]) == 1
+
+
+class _FailsOnMarker(torch.nn.Module):
+    """A real module that cannot process rows carrying a marker value, like a kernel fault."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x == 12345.0).any()):
+            raise RuntimeError("kernel rejected input")
+        return self.inner(x)
+
+
+def test_forward_failure_is_isolated_to_the_culprit(columns) -> None:
+    replica = new_replica()
+    meta = replica.kind.metadata
+    replica.runtime = ClassifierRuntime(
+        _FailsOnMarker(replica.runtime.module), torch.device("cpu"), meta
+    )
+    culprit = {name: array.copy() for name, array in rows(columns, 0, 1).items()}
+    culprit[FEATURES][0, 0] = 12345.0
+    results = run_batch(replica, [rows(columns, 1, 3), culprit, rows(columns, 3, 6)])
+    assert isinstance(results[1], InferenceFailed) and "kernel rejected" in results[1].message
+    assert [len(r["label"]) for r in (results[0], results[2])] == [2, 3]
+
+
+def test_a_request_is_split_into_chunks_within_the_cost_budget(columns) -> None:
+    costs = np.ones(10, dtype=np.int64)
+    chunks = _chunks(rows(columns, 0, 10), costs, 4, None)
+    assert [c.cost for c in chunks] == [4, 4, 2]
+    joined = Batch.of([c.columns for c in chunks]).columns
+    np.testing.assert_array_equal(joined[FEATURES], columns[FEATURES][:10])
+    # Costs per row (tokens for text): a row costlier than the budget goes alone, counted as
+    # the whole budget (the batch queue refuses an item larger than its batch).
+    uneven = _chunks(rows(columns, 0, 4), np.array([3, 1, 5, 1]), 4, None)
+    assert [(len(c.columns[FEATURES]), c.cost) for c in uneven] == [(2, 4), (1, 4), (1, 1)]
+    assert all(c.cost <= 4 for c in uneven)
+
+
+def test_the_cost_budget_is_the_batch_size_at_most(replica) -> None:
+    assert 1 <= replica.cost_budget() <= replica.batch.max_batch_size == 64
+
+
+def classifier(threshold: float) -> ClassifierRuntime:
+    """The shipped classifier's runtime over a real module that answers logits [0, x0]:
+    softmax gives the fraud class sigmoid(x0), so a row chooses its own probability."""
+    kind = load_kind(MODELS, MODEL, "1")
+    assert isinstance(kind, ClassificationKind)
+    meta = kind.metadata
+    meta = meta.model_copy(update={"task": meta.task.model_copy(update={"threshold": threshold})})
+    linear = torch.nn.Linear(meta.width, 2)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[1, 0] = 1.0
+    return ClassifierRuntime(linear, torch.device("cpu"), meta)
+
+
+def with_probabilities(probabilities: list[float], width: int = 16) -> Columns:
+    x = np.zeros((len(probabilities), width), dtype=np.float32)
+    x[:, 0] = [math.log(p / (1 - p)) for p in probabilities]
+    return {FEATURES: x}
+
+
+def test_labels_follow_the_threshold() -> None:
+    out = classifier(0.5).forward(with_probabilities([0.1, 0.5, 0.9]))
+    assert out["label"].tolist() == ["legit", "fraud", "fraud"]
+    np.testing.assert_allclose(out["fraud_probability"], [0.1, 0.5, 0.9], rtol=1e-5)
+    strict = classifier(0.95).forward(with_probabilities([0.1, 0.5, 0.9, 0.96]))
+    assert strict["label"].tolist() == ["legit", "legit", "legit", "fraud"]
+
+
+def test_device_resolution() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="num_gpus"):
+            resolve_device("cuda:0")
+
+
+def test_warm_up_runs_serving_shapes(replica) -> None:
+    replica.runtime.warm_up(128)  # must not raise for 1 and 128 rows
+    replica.check_health()
+    example = replica.runtime.example(3)
+    assert example[FEATURES].shape == (3, 16) and example[FEATURES].dtype == np.float32
+
+
+def test_reconfigure_applies_a_new_batch_size() -> None:
+    replica = new_replica()
+    replica.reconfigure({"max_batch_size": 128})
+    assert replica.batch.max_batch_size == 128
+    assert replica.batch.batch_wait_timeout_s == BATCH["batch_wait_timeout_s"]
+    assert 1 <= replica.cost_budget() <= 128
