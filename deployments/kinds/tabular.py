@@ -135,21 +135,20 @@ class TabularRuntime(Runtime):
     def prepare(self, columns: Columns) -> Columns:
         # Any handle holder can call a replica, not only the Validator: a matrix of another
         # shape is the caller's error (422), refused before it joins (and fails) a batch.
-        matrix = columns.get(FEATURES)
+        self._check_width(columns.get(FEATURES))
+        return columns
+
+    def _check_width(self, matrix: Any) -> None:
         if not isinstance(matrix, np.ndarray) or matrix.ndim != 2 or matrix.shape[1] != self.width:
             shape = list(matrix.shape) if isinstance(matrix, np.ndarray) else type(matrix).__name__
             raise InvalidInput(
                 f"expected a feature matrix of shape [N, {self.width}], got {shape}",
                 [{"field": FEATURES, "reason": f"shape {shape}, not [N, {self.width}]"}],
             )
-        return columns
 
     def raw(self, matrix: np.ndarray) -> np.ndarray:
         torch = self.torch
-        if matrix.ndim != 2 or matrix.shape[1] != self.width:
-            raise InvalidInput(
-                f"features must be a matrix [N, {self.width}]; got shape {list(matrix.shape)}"
-            )
+        self._check_width(matrix)  # also for a forward pass called without `prepare`
         # Arrays from Ray's object store are read-only; torch wants writable memory.
         writable = np.require(matrix, dtype=np.float32, requirements="W")
         with torch.inference_mode():
