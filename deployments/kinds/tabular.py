@@ -291,8 +291,7 @@ class ClassificationKind(TabularKind):
 
     def compare(self, primary: Columns, candidate: Columns, policy: ComparePolicy) -> Comparison:
         score = self.score_output()
-        if rows_of(primary) != rows_of(candidate):
-            raise ValueError("primary and candidate answered a different number of rows")
+        _same_rows(primary, candidate)
         return Comparison(
             agree=primary["label"] == candidate["label"],
             metric=np.abs(candidate[score].astype(np.float64) - primary[score]),
@@ -312,9 +311,14 @@ class RegressionKind(TabularKind):
 
     def compare(self, primary: Columns, candidate: Columns, policy: ComparePolicy) -> Comparison:
         names = [t.name for t in self.metadata.task.targets]
-        if rows_of(primary) != rows_of(candidate):
-            raise ValueError("primary and candidate answered a different number of rows")
+        _same_rows(primary, candidate)
         deltas = np.stack(
             [np.abs(candidate[n].astype(np.float64) - primary[n]) for n in names], axis=1
         ).max(axis=1)
         return Comparison(agree=deltas <= policy.max_abs_delta, metric=deltas)
+
+
+def _same_rows(primary: Columns, candidate: Columns) -> None:
+    # numpy would broadcast a one-row answer against many and compare nonsense.
+    if rows_of(primary) != rows_of(candidate):
+        raise ValueError("primary and candidate answered a different number of rows")
