@@ -1,9 +1,11 @@
 """The HTTP adapter: KServe v1 and OIP v2 routes over the data plane. The only module that
 knows HTTP; no torch, no per-kind branches (kinds decode and encode themselves).
 
-`build_http_app(plane)` returns the FastAPI app; the Ingress deployment serves it, and unit
-tests drive it over httpx's ASGI transport with fake handles. Every failure becomes a status
-in one place (`error_response`).
+`build_http_app(plane)` returns the ASGI app: request telemetry around the inference routes'
+fast front (`roles/http_inference.py`) around the FastAPI app that serves the rest and
+documents everything in /openapi.json. The Ingress deployment serves it, and unit tests drive
+it over httpx's ASGI transport with fake handles. Every failure becomes a status in one place
+(`logged_error`, rendered by `error_response` or `error_parts`).
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from deployments.errors import (
     MethodNotAllowed,
     NotReady,
     Overloaded,
-    PayloadTooLarge,
     RouteNotFound,
     ServingError,
 )
 from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
-from deployments.protocol.json_body import JsonLimits, json_response_bytes, parse_json
+from deployments.protocol.json_body import json_response_bytes
 from deployments.roles.dataplane import DataPlane
+from deployments.roles.http_inference import HotRoutes, Inference
 from deployments.telemetry.request_telemetry import RequestTelemetry
 
 logger = logging.getLogger("ray.serve")
@@ -60,10 +62,29 @@ class FastJSONResponse(JSONResponse):
 
 
 def error_response(exc: BaseException) -> JSONResponse:
+    error = logged_error(exc)
+    return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers())
+
+
+def logged_error(exc: BaseException) -> ServingError:
+    """The typed error for `exc`; a server fault (never a client's) is logged with its trace."""
     error = as_serving_error(exc)
     if error.status_code >= 500 and not isinstance(error, (NotReady, Overloaded, DeadlineExceeded)):
         logger.error("request failed: %s", error.message, exc_info=exc)
-    return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers())
+    return error
+
+
+def error_parts(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """`error_response` as raw ASGI parts: status, headers, JSON body."""
+    error = logged_error(exc)
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers().items()
+    ]
+    return (
+        error.status_code,
+        [(b"content-type", b"application/json"), *headers],
+        json_response_bytes(error.to_body()),
+    )
 
 
 def as_serving_error(exc: BaseException) -> ServingError:
@@ -107,7 +128,7 @@ def _method_not_allowed(request: Request, allow: str) -> JSONResponse:
 
 def build_http_app(
     plane: DataPlane, auth: BearerAuth, max_request_bytes: int, metrics_scrape: Any = None
-) -> FastAPI:
+) -> RequestTelemetry:
     app = FastAPI(
         title="Ray Serve inference service",
         description="KServe v1 and Open Inference Protocol v2 over validated, batched, "
@@ -120,8 +141,7 @@ def build_http_app(
         # requests are traced and counted.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    app.add_middleware(RequestTelemetry)
-    limits = JsonLimits()
+    inference = Inference(plane, auth, max_request_bytes)
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
@@ -154,21 +174,6 @@ def build_http_app(
 
     def authorize(request: Request) -> None:
         auth.check(request.headers.get("authorization"))
-
-    async def json_body(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
-            raise PayloadTooLarge(
-                f"request body of {declared} bytes exceeds the limit of {max_request_bytes}"
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_request_bytes:
-                raise PayloadTooLarge(
-                    f"request body exceeds the limit of {max_request_bytes} bytes"
-                )
-        return parse_json(bytes(body), limits)
 
     # ---- KServe v1 -------------------------------------------------------------------------
 
@@ -204,24 +209,9 @@ def build_http_app(
         },
     )
     async def predict(name: str, request: Request) -> Response:
-        authorize(request)
-        served = plane.served(name)
-        with plane.admitted(served, request.headers.get(DEADLINE_HEADER)) as deadline:
-            instances = v1.parse_predict(await json_body(request), served.max_rows)
-            prediction = await plane.infer(
-                served,
-                "v1",
-                instances,
-                instances,
-                deadline,
-                request.headers.get("x-request-id", ""),
-            )
-        return FastJSONResponse(
-            {
-                "predictions": served.kind.encode_v1(prediction.outputs),
-                "model_name": name,
-                "model_version": prediction.model_version,
-            }
+        return Response(
+            await inference.predict_v1(name, request.headers, request.stream()),
+            media_type="application/json",
         )
 
     # ---- shadow mode -----------------------------------------------------------------------
@@ -300,27 +290,9 @@ def build_http_app(
         include_in_schema=False,
     )
     async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
-        authorize(request)
-        served = plane.served(name, version)
-        with plane.admitted(served, request.headers.get(DEADLINE_HEADER)) as deadline:
-            infer = v2.parse_infer(await json_body(request))
-            cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
-            prediction = await plane.infer(
-                served,
-                "v2",
-                infer.inputs,
-                cache_key,
-                deadline,
-                request.headers.get("x-request-id", ""),
-            )
-        requested = [o.name for o in infer.outputs] if infer.outputs else None
-        body: dict[str, Any] = {
-            "model_name": name,
-            "model_version": prediction.model_version,
-            "outputs": served.kind.encode_v2(prediction.outputs, requested),
-        }
-        if infer.id is not None:
-            body["id"] = infer.id
-        return FastJSONResponse(body)
+        return Response(
+            await inference.infer_v2(name, version, request.headers, request.stream()),
+            media_type="application/json",
+        )
 
-    return app
+    return RequestTelemetry(HotRoutes(app, inference, error_parts))

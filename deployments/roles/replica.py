@@ -1,10 +1,9 @@
 """ModelReplica: one model version, batched, on cuda when present else cpu. Every kind.
 
-Requests arrive many at a time (the ingress batches its callers) as one `Batch` of arrays.
-Each request is prepared by its kind (e.g. tokenized), split into chunks whose cost (rows,
-or tokens) fits one forward pass and the memory headroom, and joins the replica's one
-`@serve.batch` queue, whose size is counted in cost units. A forward pass runs over the
-chunks' rows concatenated; if it fails, each chunk is retried alone so only the culprit
+Requests arrive many at a time as one `Batch` of arrays: the ingress's batcher is the one
+batching layer, so nothing here waits for company. The batch is prepared by its kind (e.g.
+tokenized) and its rows run in forward passes whose cost (rows, or tokens) fits the batch
+size and the memory headroom. If anything fails, each request runs alone so only the culprit
 fails. Answers go back as arrays, with failures by request index.
 """
 
@@ -14,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from ray import serve
 from deployments.admission.memory_guard import MemoryGuard, memory_guarded
 from deployments.config import BatchConfig
 from deployments.errors import InferenceFailed, ServingError
-from deployments.kinds.base import Batch, Columns, Failures, rows_of
+from deployments.kinds.base import Batch, Columns, Failures
 from deployments.kinds.devices import gpu_memory_probe
 from deployments.kinds.torch_threads import ThreadCount
 from deployments.repository.store import load_kind
@@ -34,24 +33,9 @@ from deployments.telemetry.tracing import (
     context_of_link,
     install_log_correlation,
     link_from_traceparent,
-    link_to_current,
 )
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass
-class Chunk:
-    """Rows of one request waiting for a forward pass, with what the batch span needs."""
-
-    columns: Columns
-    cost: int
-    link: Any = None
-    enqueued_at: float = field(default_factory=time.perf_counter)
-
-
-def _cost(chunks: list[Chunk]) -> int:
-    return sum(chunk.cost for chunk in chunks)
 
 
 @dataclass
@@ -95,6 +79,8 @@ class BatchedReplica:
         self.batch_metrics = BatchMetrics(name, self.version, self.kind.cost_unit)
         # Requests inside `infer` now: the autoscaling signal (deployments/roles/autoscaling.py).
         self.requests_in_flight = 0
+        # One batch computes at a time; the others wait here (measured as queue_wait).
+        self._compute_turn = asyncio.Lock()
         install_log_correlation(logger)
         logger.info(
             "loaded %s:%s (%s, %s) on %s",
@@ -112,8 +98,6 @@ class BatchedReplica:
     def _apply_batch(self, batch: BatchConfig) -> None:
         self.batch = batch
         self.memory_guard.config = batch.memory
-        self._run_batch.set_max_batch_size(batch.max_batch_size)
-        self._run_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
         # Serve routes no traffic to a new replica until this returns: warm the new shape.
         self.runtime.warm_up(batch.max_batch_size)
 
@@ -126,86 +110,77 @@ class BatchedReplica:
         """Serve calls this for the autoscaling policy (see deployments/roles/autoscaling.py)."""
         return {REQUESTS_IN_FLIGHT: float(self.requests_in_flight)}
 
+    @memory_guarded(lambda self: self.memory_guard)
     async def infer_many(
         self, batch: Batch, traceparents: Sequence[str | None] | None = None
     ) -> Answer:
-        """Outputs for every request of `batch`; each request's span joins its own trace."""
-        started = time.perf_counter()
-        links = [link_from_traceparent(t) for t in traceparents or [None] * len(batch)]
-        results = await asyncio.gather(
-            *(self._infer_request(batch.part(i), links[i]) for i in range(len(batch)))
-        )
-        answered = [i for i, r in enumerate(results) if not isinstance(r, ServingError)]
-        failures = {i: r for i, r in enumerate(results) if isinstance(r, ServingError)}
-        return Answer(
-            Batch.of([results[i] for i in answered]),
-            answered,
-            failures,
-            self.version,
-            (time.perf_counter() - started) * 1000,
-        )
+        """Outputs for every request of `batch`, computed over the batch's rows at once.
 
-    async def _infer_request(self, columns: Columns, link: Any) -> Columns | ServingError:
+        The batch is the caller's (the ingress gathers its requests): no second batching
+        window here. Calls that arrive while one computes wait their turn (`queue_wait`).
+        Each sampled request's trace links to the forward passes that served it."""
+        arrived = time.perf_counter()
+        links = [link for t in traceparents or () if (link := link_from_traceparent(t))]
+        self.requests_in_flight += len(batch)
         try:
-            with self.monitor.call("predict", parent=context_of_link(link) if link else None):
-                return await self.infer(columns, link)
-        except ServingError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - becomes this request's typed error
-            return InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}")
-
-    @memory_guarded(lambda self: self.memory_guard)
-    async def infer(self, columns: Columns, link: Any = None) -> Columns:
-        """Outputs for one request's rows."""
-        self.requests_in_flight += 1
-        try:
-            prepared = self.runtime.prepare(columns)
-            costs = self.runtime.row_costs(prepared)
-            chunks = _chunks(prepared, costs, self.cost_budget(), link or link_to_current())
-            parts = await asyncio.gather(*map(self._run_batch, chunks))
+            async with self._compute_turn:
+                started = time.perf_counter()
+                self.monitor.record("queue_wait", (started - arrived) * 1000)
+                with self.monitor.call(
+                    "predict",
+                    {"batch.requests": len(batch), "batch.rows": batch.rows},
+                    links,
+                    parent=context_of_link(links[0]) if links else None,
+                ):
+                    outputs, failures = await self._compute(batch, links)
         finally:
-            self.requests_in_flight -= 1
-        for part in parts:
-            if isinstance(part, ServingError):
-                raise part
-        return Batch.of(parts).columns
+            self.requests_in_flight -= len(batch)
+        answered = [i for i in range(len(batch)) if i not in failures]
+        return Answer(
+            outputs, answered, failures, self.version, (time.perf_counter() - started) * 1000
+        )
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002, batch_size_fn=_cost)
-    async def _run_batch(self, chunks: list[Chunk]) -> list[Columns | ServingError]:
-        started = time.perf_counter()
-        for chunk in chunks:
-            self.monitor.record("queue_wait", (started - chunk.enqueued_at) * 1000)
+    async def _compute(self, batch: Batch, links: list[Any]) -> tuple[Batch, Failures]:
+        """The batch's outputs (answered requests only) and the others' errors. A failure
+        anywhere runs each request alone, so only the culprit fails."""
         try:
-            batch = Batch.of([chunk.columns for chunk in chunks])
-        except Exception:  # noqa: BLE001 - chunks that do not stack (shapes): each alone
-            return [self._forward_alone(chunk) for chunk in chunks]
-        self.batch_metrics.batch(len(chunks), batch.rows, _cost(chunks))
-        # One forward pass serves many traces: its span lives in the first sampled member's
-        # trace and links to every sampled member's.
-        links = [chunk.link for chunk in chunks if chunk.link is not None]
-        attributes = {"batch.requests": len(chunks), "batch.rows": batch.rows}
-        parent = context_of_link(links[0]) if links else None
-        self.runtime.cost_budget = self.cost_budget()
+            prepared = self.runtime.prepare(batch.columns)
+            outputs = await self._forward_chunks(prepared, links)
+        except Exception:  # noqa: BLE001 - isolate the culprit by running requests alone
+            return await self._each_alone(batch, links)
+        return Batch(outputs, batch.offsets), {}
+
+    async def _forward_chunks(self, columns: Columns, links: list[Any]) -> Columns:
+        """One forward pass per run of rows that fits the cost budget, in order."""
+        budget = self.cost_budget()
+        self.runtime.cost_budget = budget
         self.threads.apply()
-        with self.monitor.call("compute", attributes, links, parent=parent):
-            try:
-                outputs = self.runtime.forward(batch.columns)
-                _check_rows(outputs, batch.rows)
-            except Exception:  # noqa: BLE001 - isolate the culprit by running chunks alone
-                return [self._forward_alone(chunk) for chunk in chunks]
-        self.kind.observe_outputs(outputs, self.batch_metrics)
-        return Batch(outputs, batch.offsets).parts()
+        spans = chunk_spans(self.runtime.row_costs(columns), budget)
+        parts = []
+        for k, (start, stop, cost) in enumerate(spans):
+            if k:  # let the loop breathe between forward passes of a large batch
+                await asyncio.sleep(0)
+            chunk = columns if len(spans) == 1 else {n: a[start:stop] for n, a in columns.items()}
+            with self.monitor.call("compute", {"batch.rows": stop - start}, links):
+                outputs = self.runtime.forward(chunk)
+            _check_rows(outputs, stop - start)
+            self.batch_metrics.batch(1, stop - start, cost)
+            self.kind.observe_outputs(outputs, self.batch_metrics)
+            parts.append(outputs)
+        return parts[0] if len(parts) == 1 else Batch.of(parts).columns
 
-    def _forward_alone(self, chunk: Chunk) -> Columns | ServingError:
-        try:
-            outputs = self.runtime.forward(chunk.columns)
-            _check_rows(outputs, rows_of(chunk.columns))
-        except ServingError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - becomes this chunk's typed error
-            return InferenceFailed(f"model forward pass failed: {type(exc).__name__}: {exc}")
-        self.kind.observe_outputs(outputs, self.batch_metrics)
-        return outputs
+    async def _each_alone(self, batch: Batch, links: list[Any]) -> tuple[Batch, Failures]:
+        parts, failures = [], {}
+        for i in range(len(batch)):
+            try:
+                parts.append(await self._forward_chunks(self.runtime.prepare(batch.part(i)), links))
+            except ServingError as exc:
+                failures[i] = exc
+            except Exception as exc:  # noqa: BLE001 - becomes this request's typed error
+                failures[i] = InferenceFailed(
+                    f"model forward pass failed: {type(exc).__name__}: {exc}"
+                )
+        return Batch.of(parts), failures
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -237,21 +212,18 @@ def batch_config(values: dict[str, Any]) -> BatchConfig:
     )
 
 
-def _chunks(columns: Columns, costs: np.ndarray, budget: int, link: Any) -> list[Chunk]:
-    """Consecutive rows of one request in chunks of at most `budget` cost. A row that costs
-    more than the budget goes alone, counted as the budget: the batch queue refuses an item
-    larger than its whole batch, and one row cannot be split."""
-    chunks, start, used = [], 0, 0
+def chunk_spans(costs: np.ndarray, budget: int) -> list[tuple[int, int, int]]:
+    """Consecutive row ranges `(start, stop, cost)` of at most `budget` cost each. A row that
+    costs more than the budget goes alone (one row cannot be split), counted as the budget."""
+    spans, start, used = [], 0, 0
     for row, cost in enumerate(costs.tolist()):
         if row > start and used + cost > budget:
-            chunks.append(
-                Chunk({k: v[start:row] for k, v in columns.items()}, min(used, budget), link)
-            )
+            spans.append((start, row, min(used, budget)))
             start, used = row, 0
         used += cost
-    if start < len(costs) or not chunks:
-        chunks.append(Chunk({k: v[start:] for k, v in columns.items()}, min(used, budget), link))
-    return chunks
+    if start < len(costs) or not spans:
+        spans.append((start, len(costs), min(used, budget)))
+    return spans
 
 
 def _check_rows(outputs: Columns, rows: int) -> None:

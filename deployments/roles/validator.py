@@ -9,6 +9,7 @@ call, from the arrays.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ray import serve
@@ -18,7 +19,11 @@ from deployments.kinds.base import Batch, ModelKind
 from deployments.repository.store import load_kind
 from deployments.telemetry.metrics import StageMetrics
 from deployments.telemetry.monitoring import Monitor, replica_deployment_name
-from deployments.telemetry.tracing import context_from_traceparent, install_log_correlation
+from deployments.telemetry.tracing import (
+    child_span,
+    context_from_traceparent,
+    install_log_correlation,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,16 +47,25 @@ class Validator:
         self.drift = self.kind.drift_recorder(name, version)
         install_log_correlation(logger)
 
-    def validate_many(
+    async def validate_many(
         self, requests: list[Request]
     ) -> tuple[Batch, list[int], dict[int, ServingError]]:
         """The valid requests' columns as one batch (in the order of the returned indices),
-        and every other request's own typed error, by index."""
+        and every other request's own typed error, by index.
+
+        Timed and counted once per call; a sampled request (one that carries a traceparent)
+        also gets its own span in its own trace. A coroutine, so Serve runs it on the
+        replica's loop rather than handing each call to a worker thread."""
+        started = time.perf_counter()
         parts, valid, failures = [], [], {}
         for i, (protocol, payload, traceparent) in enumerate(requests):
             try:
-                with self.monitor.call("validation", parent=context_from_traceparent(traceparent)):
+                if traceparent is None:
                     parts.append(decode(self.kind, protocol, payload, self.max_rows))
+                else:
+                    parent = context_from_traceparent(traceparent)
+                    with child_span(self.monitor.deployment, "validation", parent=parent):
+                        parts.append(decode(self.kind, protocol, payload, self.max_rows))
                 valid.append(i)
             except ServingError as exc:
                 if isinstance(exc, InvalidInput) and self.drift is not None:
@@ -60,6 +74,11 @@ class Validator:
         batch = Batch.of(parts)
         if parts and self.drift is not None:
             self.kind.observe_inputs(batch.columns, self.drift)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if valid:
+            self.monitor.record("validation", elapsed_ms)
+        for error in failures.values():
+            self.monitor.record("validation", elapsed_ms, error.code)
         return batch, valid, failures
 
     def ready(self) -> bool:

@@ -43,6 +43,8 @@ class TelemetryTarget:
 class RequestTelemetry:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The wrapped app's state (where the Ingress sets `telemetry`), reachable from here.
+        self.state = getattr(app, "state", None)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -2,9 +2,8 @@
 fails a batch; and the tabular classifier's runtime that it runs.
 
 The replica is the real `BatchedReplica` over the shipped artifact (no Ray: a replica needs
-none until Serve calls it). Serve's `@serve.batch` queue gathers chunks and calls the batch
-handler with them; these tests call that handler (`_run_batch`, unwrapped from the queue)
-with chunks directly, as the queue does. The queue itself runs in the integration tier.
+none until Serve calls it). The ingress sends it many requests as one `Batch`; these tests
+call `infer_many` with such batches directly, as the handle call does.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from deployments.errors import InferenceFailed, InvalidInput
+from deployments.errors import InferenceFailed
 from deployments.kinds.base import Batch, Columns
 from deployments.kinds.devices import resolve_device
 from deployments.kinds.tabular import FEATURES, ClassificationKind, ClassifierRuntime
 from deployments.repository.store import load_kind
-from deployments.roles.replica import BatchedReplica, Chunk, _chunks
+from deployments.roles.replica import BatchedReplica
 from tests.support import MODEL, MODELS, sample_transactions
 
 BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
@@ -46,10 +45,13 @@ def rows(columns: Columns, start: int, stop: int) -> Columns:
 
 
 def run_batch(replica: BatchedReplica, parts: list[Columns]) -> list:
-    """What Serve's batch queue does with the chunks it gathered: one handler call."""
-    chunks = [Chunk(part, len(part[FEATURES])) for part in parts]
-    handler = BatchedReplica._run_batch.__wrapped__
-    return asyncio.run(handler(replica, chunks))
+    """One call with many requests, as the ingress makes it: each request's outputs, or
+    its own error, in order."""
+    answer = asyncio.run(replica.infer_many(Batch.of(parts)))
+    results: list = [answer.failures.get(i) for i in range(len(parts))]
+    for k, i in enumerate(answer.answered):
+        results[i] = answer.outputs.part(k)
+    return results
 
 
 def test_batch_results_equal_individual_results_in_order(replica, columns) -> None:
@@ -62,13 +64,6 @@ def test_batch_results_equal_individual_results_in_order(replica, columns) -> No
         np.testing.assert_allclose(
             result["fraud_probability"], alone["fraud_probability"], rtol=1e-5, atol=1e-6
         )
-
-
-def test_wrong_width_item_fails_alone(replica, columns) -> None:
-    narrow = {FEATURES: np.zeros((2, 5), dtype=np.float32), "absent": np.zeros((2, 1), bool)}
-    results = run_batch(replica, [rows(columns, 0, 3), narrow, rows(columns, 3, 4)])
-    assert isinstance(results[1], InvalidInput) and "[N, 16]" in results[1].message
-    assert len(results[0]["label"]) == 3 and len(results[2]["label"]) == 1
 
 
 def test_non_finite_output_fails_only_its_item(replica, columns) -> None:
@@ -105,17 +100,19 @@ def test_forward_failure_is_isolated_to_the_culprit(columns) -> None:
     assert [len(r["label"]) for r in (results[0], results[2])] == [2, 3]
 
 
-def test_a_request_is_split_into_chunks_within_the_cost_budget(columns) -> None:
-    costs = np.ones(10, dtype=np.int64)
-    chunks = _chunks(rows(columns, 0, 10), costs, 4, None)
-    assert [c.cost for c in chunks] == [4, 4, 2]
-    joined = Batch.of([c.columns for c in chunks]).columns
-    np.testing.assert_array_equal(joined[FEATURES], columns[FEATURES][:10])
-    # Costs per row (tokens for text): a row costlier than the budget goes alone, counted as
-    # the whole budget (the batch queue refuses an item larger than its batch).
-    uneven = _chunks(rows(columns, 0, 4), np.array([3, 1, 5, 1]), 4, None)
-    assert [(len(c.columns[FEATURES]), c.cost) for c in uneven] == [(2, 4), (1, 4), (1, 1)]
-    assert all(c.cost <= 4 for c in uneven)
+def test_a_batch_runs_in_forward_passes_within_the_cost_budget(columns) -> None:
+    replica = new_replica()
+    replica.reconfigure({"max_batch_size": 4})
+    calls: list[int] = []
+    forward = replica.runtime.forward
+    replica.runtime.forward = lambda c: calls.append(len(c[FEATURES])) or forward(c)
+    parts = [rows(columns, 0, 3), rows(columns, 3, 4), rows(columns, 4, 10)]
+    results = run_batch(replica, parts)
+    assert calls == [4, 4, 2]  # rows of several requests share a pass; none exceeds 4
+    alone = forward(rows(columns, 0, 10))
+    joined = np.concatenate([r["fraud_probability"] for r in results])
+    np.testing.assert_allclose(joined, alone["fraud_probability"], rtol=1e-5, atol=1e-6)
+    assert [len(r["label"]) for r in results] == [3, 1, 6]
 
 
 def test_the_cost_budget_is_the_batch_size_at_most(replica) -> None:

@@ -11,22 +11,18 @@ import pytest
 from deployments.app import model_specs
 from deployments.config import AppArgs
 from deployments.kinds import KINDS, kind_class
-from deployments.roles.replica import _chunks
+from deployments.roles.replica import chunk_spans
 from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.ledger import ShadowCounts
 from deployments.shadow.report import render
 from tests.support import MODELS
 
 
-def test_chunks_keep_order_and_bound_each_chunks_cost() -> None:
-    columns = {"x": np.arange(7)}
-    costs = np.array([3, 3, 3, 10, 1, 1, 1])
-    chunks = _chunks(columns, costs, budget=6, link=None)
-    assert [c.columns["x"].tolist() for c in chunks] == [[0, 1], [2], [3], [4, 5, 6]]
-    # The row costlier than the budget goes alone and counts as the budget, so the batch
-    # queue (which refuses an item larger than a whole batch) takes it.
-    assert [c.cost for c in chunks] == [6, 3, 6, 3]
-    assert _chunks({"x": np.arange(0)}, np.array([], dtype=np.int64), 6, None)[0].cost == 0
+def test_chunk_spans_keep_order_and_bound_each_passes_cost() -> None:
+    spans = chunk_spans(np.array([3, 3, 3, 10, 1, 1, 1]), budget=6)
+    assert [(start, stop) for start, stop, _ in spans] == [(0, 2), (2, 3), (3, 4), (4, 7)]
+    # The row costlier than the budget goes alone and counts as the budget.
+    assert [cost for *_, cost in spans] == [6, 3, 6, 3]
 
 
 def test_every_model_under_model_dir_is_served_when_none_are_listed() -> None:
