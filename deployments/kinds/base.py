@@ -81,6 +81,14 @@ class Batch:
         return Batch.of([self.part(i) for i in indices])
 
 
+def _rows(array: np.ndarray) -> list[Any]:
+    return list(array) if array.ndim > 1 and array.dtype != object else array.tolist()
+
+
+def _flat(array: np.ndarray) -> Any:
+    return array.reshape(-1).tolist() if array.dtype == object else array.reshape(-1)
+
+
 @dataclass(frozen=True)
 class ComparisonSpec:
     """How a kind compares a candidate's rows with the primary's: the per-row metric's name
@@ -200,8 +208,10 @@ class ModelKind(ABC):
     # ---- answers ---------------------------------------------------------------------
 
     def encode_v1(self, outputs: Columns) -> list[dict[str, Any]]:
-        """One prediction object per row: `{output name: value}`."""
-        listed = {name: array.tolist() for name, array in outputs.items()}
+        """One prediction object per row: `{output name: value}`. A vector per row (an
+        embedding) stays a numpy row, which the JSON encoder writes straight from its
+        float32 buffer instead of through a Python float per element."""
+        listed = {name: _rows(array) for name, array in outputs.items()}
         names = list(listed)
         return [dict(zip(names, row)) for row in zip(*listed.values())]
 
@@ -219,7 +229,7 @@ class ModelKind(ABC):
                 "name": name,
                 "datatype": self.metadata.output(name).datatype,
                 "shape": list(outputs[name].shape),
-                "data": outputs[name].reshape(-1).tolist(),
+                "data": _flat(outputs[name]),
             }
             for name in wanted
         ]

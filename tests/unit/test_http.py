@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import torch
 
 from deployments.nets import MLPClassifier
+from deployments.protocol.json_body import json_response_bytes
 from deployments.repository.package import package_model
 from tests.support import MODELS, REPO, sample_transactions
 from tests.unit.graph_fakes import RecordingMetrics, http_app, served_model
@@ -81,7 +83,9 @@ def test_two_tabular_models_with_different_schemas_answer_side_by_side(
     assert fraud.status_code == 200 and home.status_code == 200, (fraud.text, home.text)
     kind = models["home-type"].kind
     runtime = models["home-type"].model._target.runtime
-    expected = kind.encode_v1(runtime.forward(kind.decode_v1(houses)))
+    expected = orjson.loads(
+        json_response_bytes(kind.encode_v1(runtime.forward(kind.decode_v1(houses))))
+    )
     assert home.json()["predictions"] == expected
     assert [set(p) for p in fraud.json()["predictions"]] == [{"label", "fraud_probability"}] * 3
     assert home.json()["model_name"] == "home-type"

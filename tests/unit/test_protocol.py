@@ -11,11 +11,13 @@ import asyncio
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from deployments.errors import BadRequest, InvalidInput, PayloadTooLarge
 from deployments.kinds.tabular import ClassificationKind
 from deployments.protocol import v1, v2
+from deployments.protocol.json_body import json_response_bytes
 from deployments.repository.store import load_kind
 from tests.support import MODEL, MODELS, sample_transactions
 from tests.unit.graph_fakes import http_app, served_model
@@ -158,7 +160,7 @@ def test_v2_outputs_are_typed_tensors_and_only_the_requested_ones() -> None:
         "label": np.array(["legit"], dtype=object),
         "fraud_probability": np.array([0.25], dtype=np.float32),
     }
-    assert KIND.encode_v2(outputs, None) == [
+    assert orjson.loads(json_response_bytes(KIND.encode_v2(outputs, None))) == [
         {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["legit"]},
         {"name": "fraud_probability", "datatype": "FP32", "shape": [1], "data": [0.25]},
     ]

@@ -223,6 +223,9 @@ def test_encode_v1_is_one_384_float_embedding_per_text(kind: TextEmbeddingKind, 
     predictions = kind.encode_v1(outputs)
     assert len(predictions) == len(SENTENCES)
     assert all(list(p) == ["embedding"] and len(p["embedding"]) == 384 for p in predictions)
+    # Rows of the float32 output, not 384 Python floats each: the JSON encoder writes them
+    # from the array's buffer.
+    assert all(p["embedding"].dtype == np.float32 for p in predictions)
     served = np.array([p["embedding"] for p in predictions], dtype=np.float32)
     assert np.array_equal(served, outputs["embedding"])
 
