@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,25 @@ READY_PROBE_TIMEOUT_S = 2.0
 NO_DEADLINE = Deadline(None)
 
 
+class ReplicasSeen:
+    """The model's replicas as this ingress sees them: the distinct ones that answered within
+    the last `window_s`. Serve's router spreads calls over every replica it knows, so as the
+    deployment scales this follows it without asking the controller."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._last: dict[str, float] = {}
+
+    def saw(self, replica: str) -> None:
+        self._last[replica] = time.monotonic()
+
+    def count(self) -> int:
+        horizon = time.monotonic() - self.window_s
+        for replica in [r for r, at in self._last.items() if at < horizon]:
+            del self._last[replica]
+        return max(1, len(self._last))
+
+
 @dataclass
 class ServedModel:
     """One model as the data plane serves it: its kind and the handles of its deployments."""
@@ -49,6 +69,9 @@ class ServedModel:
     validator: Any | None = None  # None: the kind validates here (validates_at == "ingress")
     mirror: Mirror | None = None
     max_rows: int = 1024
+    replicas: ReplicasSeen = field(default_factory=ReplicasSeen)
+    # This model's batches on their way (set by the DataPlane).
+    batcher: CallerBatcher[Work, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -87,12 +110,21 @@ class DataPlane:
         )
         self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
         self.memory = MemoryGuard(config.memory)
-        self.batcher: CallerBatcher[Work, Any] = CallerBatcher(
-            self._infer_batch,
+        for served in models.values():
+            served.batcher = self._batcher(served)
+
+    def _batcher(self, served: ServedModel) -> CallerBatcher[Work, Any]:
+        """Batching at the caller, the one batching layer: a model's requests in flight go
+        to its Validator in one call and to its ModelReplica in one more. The batches on
+        their way at once (the pipeline's depth) follow the replicas there are."""
+        config = self.config
+        tags = {"model": served.name}
+        return CallerBatcher(
+            lambda works: self._infer_group(served, works),
             config.caller_batch_max_requests,
             config.caller_batch_wait_s,
             config.caller_batch_max_concurrent,
-            on_batch=lambda n: self.metrics and self.metrics.caller_batch.observe(n),
+            on_batch=lambda n: self.metrics and self.metrics.caller_batch.observe(n, tags),
         )
 
     def reconfigure(self, config: IngressConfig) -> None:
@@ -110,10 +142,12 @@ class DataPlane:
             )
         self.cache.enabled = config.cache_enabled
         self.memory.config = config.memory
-        self.batcher.max_items = config.caller_batch_max_requests
-        self.batcher.max_wait_s = config.caller_batch_wait_s
-        self.batcher.max_concurrent = config.caller_batch_max_concurrent
         self.config = config
+        for served in self.models.values():
+            batcher = served.batcher
+            batcher.max_items = config.caller_batch_max_requests
+            batcher.max_wait_s = config.caller_batch_wait_s
+            batcher.max_concurrent = config.caller_batch_max_concurrent * served.replicas.count()
         for served in self.models.values():
             if served.mirror is not None:
                 served.mirror.reconfigure(config)
@@ -181,7 +215,7 @@ class DataPlane:
         # Past its deadline a request leaves the batch queue (nothing is sent for it); once
         # its batch is on the way, the rows are computed with the others but not awaited.
         columns, prediction = raise_if_error(
-            await deadline.run(self.batcher.submit(work), "validation and inference")
+            await deadline.run(served.batcher.submit(work), "validation and inference")
         )
         if key is not None:
             self.cache.put(key, prediction)
@@ -197,22 +231,10 @@ class DataPlane:
             )
         return prediction
 
-    async def _infer_batch(self, batch: list[Work]) -> list[Any]:
-        """Batching at the caller: the requests in flight go to each model's Validator in
-        one call and to its ModelReplica in one more. Each request gets back its own
-        `(columns, prediction)` or its own typed error; a stage that is down or full fails
-        the members it carried with the same retryable 503."""
-        answers: list[Any] = [None] * len(batch)
-        groups: dict[str, list[int]] = {}
-        for i, work in enumerate(batch):
-            groups.setdefault(work.model, []).append(i)
-        for name, members in groups.items():
-            results = await self._infer_group(self.models[name], [batch[i] for i in members])
-            for i, answer in zip(members, results):
-                answers[i] = answer
-        return answers
-
     async def _infer_group(self, served: ServedModel, works: list[Work]) -> list[Any]:
+        """One caller batch of a model: each request gets back its own `(columns,
+        prediction)` or its own typed error; a stage that is down or full fails the members
+        it carried with the same retryable 503."""
         answers: list[Any] = [None] * len(works)
         try:
             if served.validator is None:
@@ -235,6 +257,11 @@ class DataPlane:
             )
         except ServingError as exc:
             return [exc] * len(works)
+        if answer.replica:
+            served.replicas.saw(answer.replica)
+            served.batcher.max_concurrent = (
+                self.config.caller_batch_max_concurrent * served.replicas.count()
+            )
         for j, error in answer.failures.items():
             answers[valid[j]] = error
         for k, j in enumerate(answer.answered):

@@ -28,7 +28,11 @@ from deployments.kinds.torch_threads import ThreadCount
 from deployments.repository.store import load_kind
 from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT
 from deployments.telemetry.metrics import BatchMetrics, StageMetrics
-from deployments.telemetry.monitoring import Monitor, replica_deployment_name
+from deployments.telemetry.monitoring import (
+    Monitor,
+    replica_deployment_name,
+    replica_unique_id,
+)
 from deployments.telemetry.tracing import (
     context_of_link,
     install_log_correlation,
@@ -47,6 +51,8 @@ class Answer:
     failures: Failures
     model_version: str
     infer_ms: float
+    # Which replica answered: the ingress counts the replicas it sees (pipeline depth).
+    replica: str = ""
 
 
 class BatchedReplica:
@@ -81,6 +87,7 @@ class BatchedReplica:
         self.requests_in_flight = 0
         # One batch computes at a time; the others wait here (measured as queue_wait).
         self._compute_turn = asyncio.Lock()
+        self.replica_id = replica_unique_id()
         install_log_correlation(logger)
         logger.info(
             "loaded %s:%s (%s, %s) on %s",
@@ -136,9 +143,8 @@ class BatchedReplica:
         finally:
             self.requests_in_flight -= len(batch)
         answered = [i for i in range(len(batch)) if i not in failures]
-        return Answer(
-            outputs, answered, failures, self.version, (time.perf_counter() - started) * 1000
-        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Answer(outputs, answered, failures, self.version, elapsed_ms, self.replica_id)
 
     async def _compute(self, batch: Batch, links: list[Any]) -> tuple[Batch, Failures]:
         """The batch's outputs (answered requests only) and the others' errors. A failure

@@ -24,6 +24,7 @@ from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.diff_log import DiffLog, row_hash
 from deployments.shadow.ledger import Ledger
 from deployments.telemetry.metrics import ShadowMetrics
+from deployments.telemetry.monitoring import replica_unique_id
 from deployments.telemetry.tracing import (
     context_of_link,
     current_trace_id,
@@ -48,9 +49,8 @@ class ShadowReplica(BatchedReplica):
         name = self.metadata.name
         spec = self.kind.comparison
         self.metrics = ShadowMetrics(name, primary_version, self.version, spec.metric)
-        self.ledger = Ledger(
-            f"{name}/{primary_version}/{self.version}{self.ledger_scope}", _replica_id(), spec.edges
-        )
+        key = f"{name}/{primary_version}/{self.version}{self.ledger_scope}"
+        self.ledger = Ledger(key, replica_unique_id(), spec.edges)
         self.diff_log: DiffLog | None = None
         self._open_diff_log()
 
@@ -194,10 +194,3 @@ def _row(outputs: dict[str, np.ndarray], row: int) -> dict[str, Any]:
         if np.ndim(value) == 0:
             out[name] = value.item() if hasattr(value, "item") else value
     return out
-
-
-def _replica_id() -> str:
-    try:
-        return serve.get_replica_context().replica_id.unique_id
-    except Exception:  # noqa: BLE001 - outside a replica (unit tests)
-        return "local"

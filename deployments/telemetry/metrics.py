@@ -144,6 +144,7 @@ class IngressMetrics:
             "Requests sent together in one caller batch (one Validator and one ModelReplica "
             "call each batch).",
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+            tag_keys=("model",),
         )
 
 

@@ -122,3 +122,13 @@ def replica_deployment_name(default: str) -> str:
         return serve.get_replica_context().deployment
     except Exception:  # noqa: BLE001 - not a replica
         return default
+
+
+def replica_unique_id() -> str:
+    """This replica's unique id, or "local" outside a replica (unit tests)."""
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # noqa: BLE001 - not a replica
+        return "local"

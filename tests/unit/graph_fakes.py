@@ -65,14 +65,19 @@ class InProcessValidator:
 
 
 class InProcessReplica:
-    def __init__(self, kind: Any, runtime: Any, version: str) -> None:
+    """A ModelReplica deployment of `replicas` replicas: calls are answered by each in turn,
+    as Serve's router spreads them."""
+
+    def __init__(self, kind: Any, runtime: Any, version: str, replicas: int = 1) -> None:
         self.kind, self.runtime, self.version = kind, runtime, version
+        self.replicas = replicas
         self.batches: list[int] = []
 
     def predict_many(self, batch: Batch, traceparents: Any = None) -> Answer:
         self.batches.append(len(batch))
         parts = [self.runtime.forward(self.runtime.prepare(p)) for p in batch.parts()]
-        return Answer(Batch.of(parts), list(range(len(batch))), {}, self.version, 1.0)
+        replica = f"replica-{len(self.batches) % self.replicas}"
+        return Answer(Batch.of(parts), list(range(len(batch))), {}, self.version, 1.0, replica)
 
     def ready(self) -> bool:
         return True

@@ -3,19 +3,23 @@ and the report CLI's rendering of every kind's report."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from deployments.admission.inflight import Deadline
 from deployments.app import model_specs
 from deployments.config import AppArgs
 from deployments.kinds import KINDS, kind_class
+from deployments.roles.dataplane import DataPlane, ReplicasSeen
 from deployments.roles.replica import chunk_spans
 from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.ledger import ShadowCounts
 from deployments.shadow.report import render
-from tests.support import MODELS
+from tests.support import MODELS, sample_transactions
+from tests.unit.graph_fakes import served_model
 
 
 def test_chunk_spans_keep_order_and_bound_each_passes_cost() -> None:
@@ -23,6 +27,27 @@ def test_chunk_spans_keep_order_and_bound_each_passes_cost() -> None:
     assert [(start, stop) for start, stop, _ in spans] == [(0, 2), (2, 3), (3, 4), (4, 7)]
     # The row costlier than the budget goes alone and counts as the budget.
     assert [cost for *_, cost in spans] == [6, 3, 6, 3]
+
+
+def test_the_pipeline_depth_follows_the_replicas_that_answer() -> None:
+    served = served_model(MODELS, "fraud-risk", "1")
+    served.model._target.replicas = 4
+    plane = DataPlane({"fraud-risk": served})
+    per_replica = plane.config.caller_batch_max_concurrent
+    assert served.batcher.max_concurrent == per_replica  # nothing seen yet: one replica
+
+    async def requests(n: int) -> None:
+        for instances in [sample_transactions(1) for _ in range(n)]:
+            await plane.infer(served, "v1", instances, None, Deadline(None))
+
+    asyncio.run(requests(8))
+    assert served.replicas.count() == 4
+    assert served.batcher.max_concurrent == 4 * per_replica
+    # A replica not heard from within the window no longer counts.
+    gone = ReplicasSeen(window_s=0.0)
+    gone.saw("a")
+    gone.saw("b")
+    assert gone.count() == 1  # both expired: at least the one replica there must be
 
 
 def test_every_model_under_model_dir_is_served_when_none_are_listed() -> None:
