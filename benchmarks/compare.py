@@ -4,6 +4,11 @@ Systems (each alone on the machine while measured, same model, same validation c
   raw          the model's batched forward pass in-process (64 rows): the compute limit
   fastapi-1w   plain FastAPI + uvicorn, 1 worker, model run per request
   fastapi-2w   the same with 2 workers
+  peers        (quick and full) the same route, body and code on other serving frameworks,
+               each from its own venv (benchmarks/peers, installed on first use by
+               `python -m benchmarks.peers.setup`): litserve-2w (batched), kserve-1w,
+               kserve-2w, bentoml-1w, mosec (validation stage + batched model stage);
+               one whose install or start fails is reported as skipped
   serve-naive  the same code as one Ray Serve deployment with default settings
   ours         serve_config.yaml as shipped (validation deployment, caller and model-side
                batching, 10% shadow, metrics, 1% tracing), started the way the README's
@@ -19,9 +24,10 @@ Closed loop: a wrk concurrency sweep (v1 for all; OIP v2 for ours too). Open loo
 fractions of its own closed-loop peak, constant rate, latency from the scheduled send
 (benchmarks/openloop.py). Writes JSON, a markdown table of ratios and two PNG plots.
 
-    python -m benchmarks compare            # full: ~15 min
-    python -m benchmarks compare --quick    # ~5 min
-    python -m benchmarks compare --smoke --ours-url http://127.0.0.1:8000   # seconds
+    python -m benchmarks compare            # full: ~25 min, plus the peers' first install
+    python -m benchmarks compare --quick    # ~10 min
+    python -m benchmarks compare --quick --peers none      # FastAPI and Serve only
+    python -m benchmarks compare --smoke --ours-url http://127.0.0.1:8000   # seconds, no peers
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,6 +49,7 @@ import requests
 
 from benchmarks.harness import (
     LUA,
+    ROOT,
     LocalService,
     free_port,
     mixed_script,
@@ -51,6 +59,8 @@ from benchmarks.harness import (
     write_report,
 )
 from benchmarks.openloop import run_open_loop
+from benchmarks.peers import Peer, select
+from benchmarks.peers import setup as peer_setup
 from benchmarks.plots import plot_xy
 from deployments.config import resolve_model_dir
 from deployments.launch import FAST_PATH_ENV, HA_PROXY_ENV
@@ -131,47 +141,123 @@ def raw_rows_per_s(seconds: float = 3.0) -> float:
     return n / (time.perf_counter() - start)
 
 
+def start_server(
+    command: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    ready_body: Any = None,
+    timeout_s: float = 180,
+    log: Path | None = None,
+) -> subprocess.Popen:
+    """Run `command` from the repository root in a process group of its own (so that
+    stop_server ends every worker it forks) and wait until `ready_url` answers 200: a GET,
+    or a POST of `ready_body` as JSON. Output goes to `log` when given. RuntimeError if it
+    exits or is not ready in time, its process group stopped."""
+    out = log.open("w") if log else None
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, **env},
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+    )
+    if out:
+        out.close()  # the child holds its own copy
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if ready_body is None:
+                answer = requests.get(ready_url, timeout=5)
+            else:
+                answer = requests.post(ready_url, json=ready_body, timeout=5)
+            if answer.status_code == 200:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    code = proc.poll()
+    stop_server(proc)
+    why = f"exited with code {code}" if code is not None else f"not ready in {timeout_s:.0f} s"
+    tail = " / ".join(log.read_text().strip().splitlines()[-3:]) if log else ""
+    raise RuntimeError(f"`{shlex.join(command)}` {why}" + (f" ({log}: {tail})" if log else ""))
+
+
+def stop_server(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """SIGTERM to the server's process group, then wait for all of it, not only its leader:
+    workers still exiting would take CPU from whatever is measured next. SIGKILL after
+    `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    signalled = _signal_group(proc.pid, signal.SIGTERM)
+    while signalled:
+        proc.poll()  # reap the leader, or the group never empties
+        if time.monotonic() > deadline:
+            _signal_group(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+        signalled = _signal_group(proc.pid, 0)
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Whether any process of the group was there to receive `sig` (0: only ask)."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def fastapi_server(workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.baselines.tabular_fastapi:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        start_new_session=True,
-        env={**os.environ, "BASELINE_TORCH_THREADS": "1"},
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/v2/health/ready", timeout=2).ok:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise RuntimeError("FastAPI baseline did not start within 120 s")
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.baselines.tabular_fastapi:app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    command += ["--log-level", "warning", "--no-access-log"]
+    env = {"BASELINE_TORCH_THREADS": "1"}
+    return start_server(command, env, f"{url}/v2/health/ready", timeout_s=120), url
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def peer_server(peer: Peer, python: Path) -> tuple[subprocess.Popen, str]:
+    """A peer from its own venv, importing `deployments` and `benchmarks` from this checkout."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"PYTHONPATH": str(ROOT), "BASELINE_TORCH_THREADS": "1", **peer.env}
+    probe = {"instances": records(1)} if peer.ready_post else None
+    log = Path(tempfile.gettempdir()) / f"compare-{peer.name}.log"
+    proc = start_server(peer.command(str(python), port), env, url + peer.ready_path, probe, log=log)
+    return proc, url
+
+
+def sweep_peers(
+    peers: list[Peer], conns: list[int], dur: int, script: Path
+) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Each peer alone on the machine, swept like the FastAPI baseline; a peer whose
+    install, start or load fails is skipped with its reason rather than ending the run."""
+    closed: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    venvs: dict[str, Path | str] = {}  # one install per venv (kserve-1w and -2w share one)
+    for peer in peers:
+        if peer.venv not in venvs:
+            try:
+                venvs[peer.venv] = peer_setup.ensure(peer.venv)
+            except RuntimeError as exc:
+                venvs[peer.venv] = str(exc)
+        python = venvs[peer.venv]
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            if isinstance(python, str):
+                raise RuntimeError(python)
+            proc, url = peer_server(peer, python)
+            try:
+                closed[peer.name] = sweep(url, conns, dur, script)
+            finally:
+                stop_server(proc)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            skipped[peer.name] = str(exc)
+            print(f"{peer.name}: skipped: {exc}", flush=True)
+            continue
+        print(f"{peer.name}: {[round(r['rps']) for r in closed[peer.name]]}", flush=True)
+    return closed, skipped
 
 
 def naive_config() -> dict[str, Any]:
@@ -216,8 +302,18 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--quick", action="store_true")
     group.add_argument("--smoke", action="store_true")
     parser.add_argument("--ours-url", help="measure a service already running here instead")
+    parser.add_argument(
+        "--peers",
+        default="all",
+        help="peer frameworks for quick and full modes: all (default), none, or a comma list "
+        "of names (litserve-2w, kserve-1w, kserve-2w, bentoml-1w, mosec) or frameworks (kserve)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    try:
+        peers = [] if args.smoke else select(args.peers)
+    except ValueError as exc:
+        parser.error(str(exc))
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     plan = MODES[mode]
     conns, dur = plan["connections"], plan["duration_s"]
@@ -237,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
             f"fastapi-{workers}w: {[round(r['rps']) for r in closed[f'fastapi-{workers}w']]}",
             flush=True,
         )
+    peer_rows, results["skipped_peers"] = sweep_peers(peers, conns, dur, script)
+    closed.update(peer_rows)
 
     if not args.smoke:
         service = LocalService(naive_config(), env={})  # Ray's defaults throughout
@@ -343,6 +441,8 @@ def report(results: dict[str, Any], out: Path) -> None:
             f"| open loop {o['rate_rps']:.1f} req/s: p50 / p99 ms, ok/sent | "
             f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f}, {o['ok']}/{o['sent']} |"
         )
+    if skipped := results.get("skipped_peers"):
+        lines += ["", *(f"- peer {name} skipped: {why}" for name, why in skipped.items())]
     write_report("compare", results, "\n".join(lines), out)
 
 

@@ -76,16 +76,19 @@ def plot_xy(
 ) -> Path:
     """One line per series: e.g. throughput against concurrency, latency against load."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
+    # compare plots more systems than the 10 colours of the default cycle: past them, the
+    # next line style, so that no two lines look alike.
+    styles = ("-", "--", ":", "-.")
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        ax.plot(xs, ys, marker="o", linestyle=styles[i // 10 % len(styles)], label=name)
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
