@@ -18,7 +18,7 @@ import numpy as np
 from ray import serve
 
 from deployments.config import ShadowConfig
-from deployments.kinds.base import Batch, ComparePolicy
+from deployments.kinds.base import Batch, ComparePolicy, Comparison
 from deployments.roles.replica import BatchedReplica, batch_config
 from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.diff_log import DiffLog, row_hash
@@ -96,20 +96,28 @@ class ShadowReplica(BatchedReplica):
                 return
             if answer.failures:
                 self._failed("error", len(answer.failures), span)
-            policy = ComparePolicy(self.config.max_abs_delta, self.config.min_cosine)
-            per_request_ms = answer.infer_ms
-            for j, i in enumerate(answer.answered):
-                payload = payloads[i]
-                candidate = answer.outputs.part(j)
-                comparison = self.kind.compare(payload["primary"], candidate, policy)
-                counts.add_rows(comparison.agree, comparison.metric, comparison.labels)
-                counts.add_latency("primary", payload["primary_latency_ms"])
-                counts.add_latency("candidate", per_request_ms)
-                self.metrics.compared(comparison)
-                self.metrics.latencies(payload["primary_latency_ms"], per_request_ms)
-                self._log_diffs(payload, candidate, comparison)
+            if answer.answered:
+                self._compare(payloads, answer)
             span.set_attribute("shadow.outcome", "compared")
         self.ledger.flush()
+
+    def _compare(self, payloads: list[dict[str, Any]], answer: Any) -> None:
+        """The candidate's answers against the primary's, over every answered row at once;
+        counted and measured once per call, disagreements logged per request."""
+        answered = [payloads[i] for i in answer.answered]
+        primary = Batch.of([p["primary"] for p in answered])
+        policy = ComparePolicy(self.config.max_abs_delta, self.config.min_cosine)
+        comparison = self.kind.compare(primary.columns, answer.outputs.columns, policy)
+        counts = self.ledger.counts
+        counts.add_rows(comparison.agree, comparison.metric, comparison.labels)
+        self.metrics.compared(comparison)
+        for k, payload in enumerate(answered):
+            counts.add_latency("primary", payload["primary_latency_ms"])
+            counts.add_latency("candidate", answer.infer_ms)
+            self.metrics.latencies(payload["primary_latency_ms"], answer.infer_ms)
+            if self.diff_log is not None:
+                rows = slice(primary.offsets[k], primary.offsets[k + 1])
+                self._log_diffs(payload, answer.outputs.part(k), _rows_of(comparison, rows))
 
     def report(self, ingress_drops: dict[str, int] | None = None) -> dict[str, Any]:
         cfg = self.config
@@ -184,6 +192,15 @@ class ShadowReplica(BatchedReplica):
         except OSError as exc:
             logger.warning("shadow diff log disabled, cannot create %s: %s", path, exc)
             self.diff_log = None
+
+
+def _rows_of(comparison: Comparison, rows: slice) -> Comparison:
+    labels = comparison.labels
+    return Comparison(
+        comparison.agree[rows],
+        comparison.metric[rows],
+        None if labels is None else (labels[0][rows], labels[1][rows]),
+    )
 
 
 def _row(outputs: dict[str, np.ndarray], row: int) -> dict[str, Any]:
