@@ -47,6 +47,7 @@ from typing import Any
 
 import requests
 
+from benchmarks.cpu import cpu_per_request
 from benchmarks.harness import (
     LUA,
     ROOT,
@@ -260,7 +261,8 @@ def sweep_peers(
     return closed, skipped
 
 
-def naive_config() -> dict[str, Any]:
+def single_deployment_config(import_path: str) -> dict[str, Any]:
+    """One application of one deployment (a baseline), on the shipped HTTP options."""
     base = shipped_config()
     return {
         "proxy_location": base["proxy_location"],
@@ -269,10 +271,19 @@ def naive_config() -> dict[str, Any]:
             {
                 "name": "inference",
                 "route_prefix": "/",
-                "import_path": "benchmarks.baselines.naive_serve:app",
+                "import_path": import_path,
             }
         ],
     }
+
+
+# Baselines on Ray Serve: (config import path, environment). Ray's defaults for the naive
+# one; the launcher's fast path for the fair one-deployment app and the no-op ceiling.
+SERVE_BASELINES = {
+    "serve-naive": ("benchmarks.baselines.naive_serve:app", {}),
+    "serve-fair": ("benchmarks.baselines.serve_fair:fair", FAST_PATH_ENV),
+    "serve-ceiling": ("benchmarks.baselines.serve_fair:ceiling", FAST_PATH_ENV),
+}
 
 
 def ours_config() -> dict[str, Any]:
@@ -336,13 +347,13 @@ def main(argv: list[str] | None = None) -> None:
     peer_rows, results["skipped_peers"] = sweep_peers(peers, conns, dur, script)
     closed.update(peer_rows)
 
-    if not args.smoke:
-        service = LocalService(naive_config(), env={})  # Ray's defaults throughout
+    for name, (import_path, env) in {} if args.smoke else SERVE_BASELINES.items():
+        service = LocalService(single_deployment_config(import_path), env=env)
         try:
-            closed["serve-naive"] = sweep(service.url, conns, dur, script)
+            closed[name] = sweep(service.url, conns, dur, script)
         finally:
             service.close()
-        print(f"serve-naive: {[round(r['rps']) for r in closed['serve-naive']]}", flush=True)
+        print(f"{name}: {[round(r['rps']) for r in closed[name]]}", flush=True)
 
     service = None
     ours_url = args.ours_url
@@ -353,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         closed["ours"] = sweep(ours_url, conns, dur, script)
         print(f"ours: {[round(r['rps']) for r in closed['ours']]}", flush=True)
+        # Where a request's CPU goes, by process, at the sweep's highest concurrency.
+        _, results["ours_cpu_ms_per_request"] = cpu_per_request(
+            lambda: run_wrk(ours_url, max(conns), dur, script=script), lambda r: r.requests
+        )
+        print(f"ours, CPU ms per request: {results['ours_cpu_ms_per_request']}", flush=True)
         if not args.smoke:
             closed["ours (OIP v2)"] = sweep(ours_url, conns, dur, v2_script())
         peak = max(r["rps"] for r in closed["ours"])
@@ -441,6 +457,9 @@ def report(results: dict[str, Any], out: Path) -> None:
             f"| open loop {o['rate_rps']:.1f} req/s: p50 / p99 ms, ok/sent | "
             f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f}, {o['ok']}/{o['sent']} |"
         )
+    if cpu := results.get("ours_cpu_ms_per_request"):
+        lines += ["", "| ours: CPU ms per request, by process | ms |", "| --- | --- |"]
+        lines += [f"| {name} | {ms:.3f} |" for name, ms in cpu.items()]
     if skipped := results.get("skipped_peers"):
         lines += ["", *(f"- peer {name} skipped: {why}" for name, why in skipped.items())]
     write_report("compare", results, "\n".join(lines), out)

@@ -55,13 +55,17 @@ class BatchConfig(BaseModel):
         description="Most cost units one forward pass runs: rows, or tokens for text (the "
         "kind's unit). Larger requests are split into chunks; memory headroom lowers it.",
     )
-    batch_wait_timeout_s: float = Field(
-        default=0.002,
-        ge=0.0,
-        le=1.0,
-        description="How long the first request of a batch waits for company.",
-    )
     memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_batch_window(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "batch_wait_timeout_s" in values:
+            raise ValueError(
+                "batch_wait_timeout_s no longer applies: a model's requests are batched once, "
+                "at the ingress; remove it and set the Ingress's caller_batch_wait_s instead"
+            )
+        return values
 
 
 class IngressConfig(BaseModel):
@@ -129,8 +133,8 @@ class IngressConfig(BaseModel):
         default=0.001,
         ge=0,
         le=1,
-        description="How long a request waits for others to share its call; under load a "
-        "batch fills sooner.",
+        description="How long a model's request waits for others to share its call (the one "
+        "batching layer); under load a batch fills sooner.",
     )
     caller_batch_max_concurrent: int = Field(
         default=2,

@@ -166,7 +166,7 @@ class ModelKind(ABC):
     requirements: ClassVar[tuple[str, ...]] = ()
     requirements_hint: ClassVar[str] = ""
     # Batching defaults (max_batch_size in cost units) and environment of its replicas.
-    batch_defaults: ClassVar[dict[str, Any]] = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+    batch_defaults: ClassVar[dict[str, Any]] = {"max_batch_size": 64}
     replica_env: ClassVar[dict[str, str]] = {}
 
     def __init__(self, metadata: BaseMetadata) -> None:

@@ -57,9 +57,7 @@ def test_one_bad_item_never_fails_its_batch(handles) -> None:
 def test_user_config_changes_batching_at_runtime(service, handles) -> None:
     model = handles(MODEL_REPLICA)
     assert model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 64
-    service.deploy(
-        with_model(service.config, MODEL, batch={"max_batch_size": 8, "batch_wait_timeout_s": 0.01})
-    )
+    service.deploy(with_model(service.config, MODEL, batch={"max_batch_size": 8}))
     try:
         wait_until(
             lambda: model.describe.remote().result(timeout_s=30)["batch"]["max_batch_size"] == 8,

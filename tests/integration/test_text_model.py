@@ -157,8 +157,7 @@ def test_the_model_has_the_generic_deployments(service, handles) -> None:
 
 def test_batch_config_changes_the_token_budget(service, handles, reference) -> None:
     # max_batch_size counts tokens for text. SENTENCES are 142 tokens, the longest 110: at
-    # 128 they need two forward passes, and every row still comes back in its place. (Keep
-    # it at or above the longest row: Ray's batcher refuses a chunk costing more.)
+    # 128 they need two forward passes, and every row still comes back in its place.
     model = handles(f"ModelReplica-{NAME}")
     assert _replica_batches(model) == {1024}
     service.deploy(with_model(service.config, NAME, batch={"max_batch_size": 128}))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from deployments.config import BatchConfig
 from deployments.errors import InferenceFailed
 from deployments.kinds.base import Batch, Columns
 from deployments.kinds.devices import resolve_device
@@ -23,7 +24,7 @@ from deployments.repository.store import load_kind
 from deployments.roles.replica import BatchedReplica
 from tests.support import MODEL, MODELS, sample_transactions
 
-BATCH = {"max_batch_size": 64, "batch_wait_timeout_s": 0.002}
+BATCH = {"max_batch_size": 64}
 
 
 def new_replica() -> BatchedReplica:
@@ -168,5 +169,5 @@ def test_reconfigure_applies_a_new_batch_size() -> None:
     replica = new_replica()
     replica.reconfigure({"max_batch_size": 128})
     assert replica.batch.max_batch_size == 128
-    assert replica.batch.batch_wait_timeout_s == BATCH["batch_wait_timeout_s"]
+    assert replica.batch.memory == BatchConfig().memory  # the rest kept its defaults
     assert 1 <= replica.cost_budget() <= 128

@@ -81,7 +81,7 @@ class TextEmbeddingKind(ModelKind):
     cost_unit = "tokens"
     requirements = ("transformers", "tokenizers")
     requirements_hint = "pip install -e '.[text]'"
-    batch_defaults = {"max_batch_size": 1024, "batch_wait_timeout_s": 0.005}
+    batch_defaults = {"max_batch_size": 1024}
     # glibc hands an encoder's large activation buffers back to the OS after each forward
     # pass and page-faults them in again on the next; keeping them costs no more than the
     # peak the token budget bounds (measurements: docs/benchmarks.md).

@@ -1,0 +1,82 @@
+"""Baselines on Ray Serve's own fast path (the launcher's environment, HAProxy in front), one
+deployment each, answering over a raw ASGI handler (no FastAPI):
+
+- `fair`: the same per-request validation and model code as the other baselines, in-process:
+  what one well-configured Serve deployment does with the model.
+- `ceiling`: reads the body and returns a constant: the most requests/s any Ray Serve app
+  can answer on this machine, the bound the service's own ratio is read against.
+"""
+
+from typing import Any
+
+import orjson
+from ray import serve
+
+from benchmarks.baselines.tabular import PREDICT_PATH, READY_PATH, TabularModel
+
+_JSON = [(b"content-type", b"application/json")]
+_READY = orjson.dumps({"ready": True})
+_CONSTANT = orjson.dumps(
+    {"predictions": [{"label": "legit", "fraud_probability": 0.5}], "model_name": "fraud-risk"}
+)
+
+
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def _respond(send: Any, status: int, content: bytes) -> None:
+    headers = [*_JSON, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+def _asgi(predict: Any) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == READY_PATH:
+            await _respond(send, 200, _READY)
+        elif scope["path"] == PREDICT_PATH and scope["method"] == "POST":
+            await _respond(send, *predict(await _read_body(receive)))
+        else:
+            await _respond(send, 404, b'{"error": "not found"}')
+
+    return app
+
+
+@serve.deployment(max_ongoing_requests=1024)
+@serve.ingress()
+class FairModel:
+    def __init__(self) -> None:
+        self.model = TabularModel()
+
+    def __serve_build_asgi_app__(self) -> Any:
+        def predict(body: bytes) -> tuple[int, bytes]:
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return 400, b'{"error": "body is not JSON", "code": "bad_request"}'
+            status, answer = self.model.predict(parsed)
+            return status, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+        return _asgi(predict)
+
+
+@serve.deployment(max_ongoing_requests=1024)
+@serve.ingress()
+class Ceiling:
+    def __serve_build_asgi_app__(self) -> Any:
+        return _asgi(lambda body: (200, _CONSTANT))
+
+
+fair = FairModel.bind()
+ceiling = Ceiling.bind()
