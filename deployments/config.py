@@ -39,7 +39,14 @@ class MemoryGuardConfig(BaseModel):
     )
     retry_after_s: float = Field(default=2.0, gt=0, le=300)
     check_interval_s: float = Field(
-        default=0.05, ge=0, le=10, description="Readings are reused for this long."
+        default=0.25, ge=0, le=10, description="Readings are reused for this long."
+    )
+    gc_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="Under pressure, gc.collect() runs at most once per this long (a full "
+        "collection costs milliseconds; per request it would be the outage).",
     )
 
 

@@ -7,8 +7,8 @@ Checks, in order, whatever applies where the replica runs:
 - GPU memory (`torch.cuda.mem_get_info`), through a probe the caller passes in, so this
   module never imports torch.
 
-Under pressure it runs `gc.collect()` once, looks again, and only then refuses with
-`Overloaded` (503 + Retry-After) naming the resource and the numbers. Default thresholds
+Under pressure it runs `gc.collect()` (at most once per `gc_interval_s`), looks again, and
+only then refuses with `Overloaded` (503 + Retry-After) naming the resource and the numbers. Default thresholds
 (0.90) sit below Ray's own OOM killer (it kills workers at 0.95 node usage), so we say no
 before Ray has to kill anything. Readings are cached for `check_interval_s`.
 """
@@ -93,6 +93,7 @@ class MemoryGuard:
         self.config = config
         self.gpu_probe = gpu_probe
         self._cached: tuple[float, list[Reading]] | None = None
+        self._collected_at = -float("inf")
 
     def readings(self, fresh: bool = False) -> list[Reading]:
         now = time.monotonic()
@@ -121,8 +122,11 @@ class MemoryGuard:
         over = self._over(self.readings())
         if not over:
             return
-        gc.collect()
-        over = self._over(self.readings(fresh=True))
+        now = time.monotonic()
+        if now - self._collected_at >= self.config.gc_interval_s:
+            self._collected_at = now
+            gc.collect()
+            over = self._over(self.readings(fresh=True))
         if over:
             worst = over[0]
             raise Overloaded(

@@ -13,21 +13,25 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from deployments.config import ModelSpec
+from tests.cluster.support import (
+    HEAD,
+    REPLICA,
+    WORKER_NODE,
+    model_nodes,
+    running,
+    serving_cluster,
+    shipped_config,
+)
 from tests.integration.load import RECORDS, SteadyLoad
-from tests.support import MODEL, REPO, free_port, wait_until
+from tests.support import MODEL, wait_until
 
 pytestmark = pytest.mark.slow
-APP = "inference"
-REPLICA = f"ModelReplica-{MODEL}"
-HEAD = {"head": 0.01}
 
 
 def two_node_config(port: int) -> dict[str, Any]:
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port
+    config = shipped_config(port)
     app = config["applications"][0]
     (raw,) = [m for m in app["args"]["models"] if m["name"] == MODEL]
     raw["replica"] = {**raw.get("replica", {}), "num_replicas": 2}  # fixed: no autoscaling
@@ -51,62 +55,10 @@ def two_node_config(port: int) -> dict[str, Any]:
     return config
 
 
-def model_nodes() -> set[str]:
-    """Nodes the ModelReplica replicas report running on (each call reaches one replica;
-    the router spreads sequential calls, so 30 reach both with certainty in practice)."""
-    from ray import serve
-
-    handle = serve.get_deployment_handle(REPLICA, app_name=APP)
-    return {handle.describe.remote().result(timeout_s=30)["node_id"] for _ in range(30)}
-
-
-def running(deployment: str) -> int:
-    from ray import serve
-
-    states = serve.status().applications[APP].deployments[deployment].replica_states
-    return states.get("RUNNING", 0)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Any, str]]:
-    import ray
-    from ray import serve
-    from ray.cluster_utils import Cluster
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "resources": {"head": 1},
-            "object_store_memory": 256 * 2**20,
-            "include_dashboard": False,
-        },
-    )
-    cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    port = free_port()
-    config = two_node_config(port)
-    schema = ServeDeploySchema.model_validate(config)
-    client = serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
-    client.deploy_apps(schema, _blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
-            and running(REPLICA) == 2,
-            240,
-            "the application on two nodes",
-        )
-        yield cluster, base
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+    with serving_cluster(two_node_config, lambda: running(REPLICA) == 2) as served:
+        yield served
 
 
 def test_replicas_span_both_nodes_and_losing_one_loses_no_request(cluster, record_property):
@@ -128,7 +80,7 @@ def test_replicas_span_both_nodes_and_losing_one_loses_no_request(cluster, recor
     assert not failed, f"{len(failed)} of {len(load.outcomes)} failed: {failed[:3]}"
 
     # Capacity comes back when a node does: the second replica is placed on the new node.
-    ray_cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
+    ray_cluster.add_node(**WORKER_NODE)
     # RUNNING counts can include the lost replica until its health check fails: ask the
     # replicas themselves where they run.
     wait_until(lambda: len(model_nodes()) == 2, 180, "model replicas on two nodes again")

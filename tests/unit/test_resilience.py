@@ -102,6 +102,18 @@ def test_memory_guard_refuses_under_pressure_and_names_the_resource() -> None:
     assert relaxed.headroom_bytes() > 0
 
 
+def test_under_pressure_gc_runs_at_most_once_per_interval(monkeypatch) -> None:
+    import gc
+
+    collections: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(1) or 0)
+    guard = MemoryGuard(MemoryGuardConfig(max_system_used_fraction=0.0001, gc_interval_s=60))
+    for _ in range(50):
+        with pytest.raises(Overloaded):
+            guard.check()
+    assert len(collections) == 1  # refused 50 times, collected once
+
+
 def test_memory_guard_reads_gpu_through_its_probe() -> None:
     guard = MemoryGuard(
         MemoryGuardConfig(max_system_used_fraction=1.0, min_gpu_free_fraction=0.1),
