@@ -11,6 +11,9 @@ behind many of them (docs/benchmarks.md). Here a batch is taken only when a flus
 free, so it holds everything that arrived while the slots were busy: batches grow with load
 instead of the queue.
 
+A request that finds no batch on its way leaves at once; while one is out, the next waits
+up to `max_wait_s` for company.
+
 Flushes run in a fresh context: they belong to no one request, so a caller that goes away
 (client disconnect, deadline) cancels only its own wait, never the batch's calls.
 """
@@ -90,7 +93,9 @@ class CallerBatcher(Generic[T, R]):
             self._maybe_start()
 
     async def _gather(self) -> None:
-        if len(self._pending) >= self.max_items or self.max_wait_s <= 0:
+        # Waiting for company pays only while another batch is on its way; an idle pipeline
+        # sends at once, so a lone request never waits out the window.
+        if self._running <= 1 or len(self._pending) >= self.max_items or self.max_wait_s <= 0:
             return
         self._full.clear()
         with contextlib.suppress(TimeoutError):

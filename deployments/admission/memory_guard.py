@@ -8,9 +8,9 @@ Checks, in order, whatever applies where the replica runs:
   module never imports torch.
 
 Under pressure it runs `gc.collect()` (at most once per `gc_interval_s`), looks again, and
-only then refuses with `Overloaded` (503 + Retry-After) naming the resource and the numbers. Default thresholds
-(0.90) sit below Ray's own OOM killer (it kills workers at 0.95 node usage), so we say no
-before Ray has to kill anything. Readings are cached for `check_interval_s`.
+only then refuses with `Overloaded` (503 + Retry-After) naming the resource and the numbers.
+Default thresholds (0.90) sit below Ray's own OOM killer (it kills workers at 0.95 node
+usage), so we say no before Ray has to kill anything. Readings are cached for `check_interval_s`.
 """
 
 from __future__ import annotations

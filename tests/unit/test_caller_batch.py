@@ -62,6 +62,25 @@ def test_batches_grow_with_load_instead_of_the_queue() -> None:
     assert len(down.batches) <= 8, [len(b) for b in down.batches]
 
 
+def test_an_idle_pipeline_sends_at_once_and_a_busy_one_gathers() -> None:
+    async def main():
+        down = Downstream(latency_s=0.05)
+        batcher = CallerBatcher(down, max_items=64, max_wait_s=30.0, max_concurrent=2)
+        # Nothing on its way: no 30 s window for a lone request.
+        assert await asyncio.wait_for(batcher.submit(1), 5.0) == 10
+        first = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.01)  # the first batch is out now
+        second = asyncio.ensure_future(batcher.submit(3))
+        await asyncio.sleep(0.2)
+        # One batch on its way: the next one waits for company (here, the whole window).
+        assert first.done() and not second.done()
+        second.cancel()
+        return down
+
+    down = run(main())
+    assert down.batches == [[1], [2]]
+
+
 def test_concurrent_flushes_are_bounded() -> None:
     async def main():
         in_flight = peak = 0
