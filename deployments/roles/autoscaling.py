@@ -3,8 +3,9 @@
 With batching at the caller (deployments/admission/caller_batch.py) one handle call carries a whole
 batch of requests, so Serve's own signal, ongoing calls per replica, stays at one or two
 whether the batch holds 2 requests or 60: a replica at capacity would never look busy. The
-ModelReplica reports `requests_in_flight` itself (`record_autoscaling_stats`), and this
-policy sizes the deployment on it:
+ModelReplica reports `requests_in_flight` itself (`record_autoscaling_stats`), averaged over
+time since its last report (a batch is in a replica for milliseconds, so an instant's count is
+mostly zero), and this policy sizes the deployment on it:
 
     desired replicas = requests in flight, summed over replicas / target_ongoing_requests
 

@@ -83,8 +83,9 @@ class BatchedReplica:
             replica_deployment_name(type(self).__name__), StageMetrics(name, self.version)
         )
         self.batch_metrics = BatchMetrics(name, self.version, self.kind.cost_unit)
-        # Requests inside `infer` now: the autoscaling signal (deployments/roles/autoscaling.py).
-        self.requests_in_flight = 0
+        # Requests inside `infer_many`, averaged over time between autoscaling reports: the
+        # autoscaling signal (deployments/roles/autoscaling.py).
+        self.in_flight = TimeAveraged()
         # One batch computes at a time; the others wait here (measured as queue_wait).
         self._compute_turn = asyncio.Lock()
         self.replica_id = replica_unique_id()
@@ -115,7 +116,7 @@ class BatchedReplica:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve calls this for the autoscaling policy (see deployments/roles/autoscaling.py)."""
-        return {REQUESTS_IN_FLIGHT: float(self.requests_in_flight)}
+        return {REQUESTS_IN_FLIGHT: self.in_flight.average_since_last()}
 
     @memory_guarded(lambda self: self.memory_guard)
     async def infer_many(
@@ -128,7 +129,7 @@ class BatchedReplica:
         Each sampled request's trace links to the forward passes that served it."""
         arrived = time.perf_counter()
         links = [link for t in traceparents or () if (link := link_from_traceparent(t))]
-        self.requests_in_flight += len(batch)
+        self.in_flight.add(len(batch))
         try:
             async with self._compute_turn:
                 started = time.perf_counter()
@@ -141,7 +142,7 @@ class BatchedReplica:
                 ):
                     outputs, failures = await self._compute(batch, links)
         finally:
-            self.requests_in_flight -= len(batch)
+            self.in_flight.add(-len(batch))
         answered = [i for i in range(len(batch)) if i not in failures]
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Answer(outputs, answered, failures, self.version, elapsed_ms, self.replica_id)
@@ -209,6 +210,32 @@ class BatchedReplica:
         # A replica whose device went away (e.g. a CUDA fault) must be replaced.
         self.threads.apply()
         self.runtime.check_health()
+
+
+class TimeAveraged:
+    """A count (requests in flight) and its average over time since the last reading.
+
+    A batch passes through a replica in milliseconds, so the count read at one instant is
+    mostly 0 or a whole batch: the time average says how many requests the replica holds."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self.value = 0
+        self._since = self._changed = clock()
+        self._area = 0.0
+
+    def add(self, delta: int) -> None:
+        now = self._clock()
+        self._area += self.value * (now - self._changed)
+        self._changed, self.value = now, self.value + delta
+
+    def average_since_last(self) -> float:
+        now = self._clock()
+        area = self._area + self.value * (now - self._changed)
+        elapsed = now - self._since
+        self._since = self._changed = now
+        self._area = 0.0
+        return area / elapsed if elapsed > 0 else float(self.value)
 
 
 def batch_config(values: dict[str, Any]) -> BatchConfig:

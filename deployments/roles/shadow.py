@@ -109,7 +109,7 @@ class ShadowReplica(BatchedReplica):
         policy = ComparePolicy(self.config.max_abs_delta, self.config.min_cosine)
         comparison = self.kind.compare(primary.columns, answer.outputs.columns, policy)
         counts = self.ledger.counts
-        counts.add_rows(comparison.agree, comparison.metric, comparison.labels)
+        counts.add_rows(comparison.agree, comparison.metric, comparison.labels, len(answered))
         self.metrics.compared(comparison)
         for k, payload in enumerate(answered):
             counts.add_latency("primary", payload["primary_latency_ms"])

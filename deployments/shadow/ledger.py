@@ -40,8 +40,11 @@ class ShadowCounts:
             self.latency_counts.setdefault(role, [0] * (len(LATENCY_EDGES_MS) + 1))
         self.confusion = Counter(self.confusion)
 
-    def add_rows(self, agree: np.ndarray, metric: np.ndarray, labels: Any = None) -> None:
-        self.compared_requests += 1
+    def add_rows(
+        self, agree: np.ndarray, metric: np.ndarray, labels: Any = None, requests: int = 1
+    ) -> None:
+        """The compared rows of `requests` mirrored requests."""
+        self.compared_requests += requests
         self.compared_rows += len(agree)
         self.agreeing_rows += int(np.count_nonzero(agree))
         bins = np.searchsorted(self.metric_edges, metric, side="left")

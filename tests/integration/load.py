@@ -20,11 +20,13 @@ class SteadyLoad:
         clients: int = 4,
         headers: dict[str, str] | None = None,
         max_seconds: float = 300,
+        instances_per_request: int = 1,
     ) -> None:
         self.url = f"{base_url}/v1/models/{MODEL}:predict"
         self.clients = clients
         self.headers = headers or {}
         self.max_seconds = max_seconds
+        self.instances = instances_per_request
         self.outcomes: list[tuple[int, dict[str, Any]]] = []
         self.versions: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -52,7 +54,7 @@ class SteadyLoad:
                 try:
                     resp = http.post(
                         self.url,
-                        json={"instances": [RECORDS[i % 64]]},
+                        json={"instances": [RECORDS[(i + k) % 64] for k in range(self.instances)]},
                         headers=self.headers,
                         timeout=30,
                     )

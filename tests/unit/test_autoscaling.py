@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT, requests_in_flight_policy
+from deployments.roles.replica import TimeAveraged
 from tests.support import REPO
 
 
@@ -53,3 +54,17 @@ def test_the_shipped_model_deployment_uses_this_policy() -> None:
     assert autoscaling is not None and autoscaling.max_replicas > autoscaling.min_replicas
     policy = autoscaling.policy.policy_function
     assert policy == "deployments.roles.autoscaling:requests_in_flight_policy"
+
+
+def test_requests_in_flight_are_averaged_over_time_not_read_at_an_instant() -> None:
+    now = [0.0]
+    held = TimeAveraged(clock=lambda: now[0])
+    held.add(10)  # a batch of 10 arrives at t=0 ...
+    now[0] = 0.25
+    held.add(-10)  # ... and leaves at 0.25 s
+    now[0] = 1.0
+    # Read at t=1 the count is 0, but the replica held 10 requests a quarter of the time.
+    assert held.value == 0
+    assert held.average_since_last() == 2.5
+    now[0] = 2.0
+    assert held.average_since_last() == 0.0  # nothing since the last reading
