@@ -4,13 +4,13 @@ least four replicas (placed across both nodes), and without load it gives them b
 The policy is the shipped one (deployments/roles/autoscaling.py: requests in flight in the
 replicas). The ingress keeps as many caller batches on their way as the replicas it sees can
 take, so the requests in flight, and with them the replicas asked for, grow with the
-deployment instead of stopping at what one replica's pipeline holds. The numbers (a target of
-two requests per replica, delays in seconds) are this test's, so that it runs in a minute.
+deployment instead of stopping at what one replica's pipeline holds. The numbers (the target,
+delays in seconds) are this test's, so that it runs in a minute; the second model is left out
+so that the two cores serve the one under test.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +23,6 @@ from tests.support import MODEL, wait_until
 
 pytestmark = pytest.mark.slow
 MAX_REPLICAS = 4
-# Replicas report their autoscaling metrics every 10 s by default; the processes of the
-# cluster below inherit this, so the policy sees load within the test's look-back.
-PUSH_INTERVAL_ENV = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}
 
 
 def autoscaling_config(port: int) -> dict[str, Any]:
@@ -38,7 +35,10 @@ def autoscaling_config(port: int) -> dict[str, Any]:
             "min_replicas": 1,
             "initial_replicas": 1,
             "max_replicas": MAX_REPLICAS,
-            "target_ongoing_requests": 2,
+            # The model is cheap next to the ingress on two cores: under this load its
+            # replicas hold about one request on average (time-averaged in flight), so a
+            # low target is what asks for four.
+            "target_ongoing_requests": 0.25,
             "policy": {
                 "policy_function": "deployments.roles.autoscaling:requests_in_flight_policy"
             },
@@ -46,10 +46,14 @@ def autoscaling_config(port: int) -> dict[str, Any]:
             # Longer than a replica takes to start here, so a new one serves before it goes.
             "downscale_delay_s": 20,
             "look_back_period_s": 2,
+            # How often replicas send their reports to the controller (10 s by default):
+            # within the look-back, so the policy sees the load it averages.
+            "metrics_interval_s": 0.5,
         },
     }
     # At most two per node: four replicas need both nodes.
     app["deployments"].append({"name": REPLICA, "max_replicas_per_node": 2})
+    app["args"]["models"] = [m for m in app["args"]["models"] if m["name"] == MODEL]
     for d in app["deployments"]:
         if d["name"] == "Ingress":
             # Every request reaches the model: cached answers would take the load away.
@@ -59,17 +63,8 @@ def autoscaling_config(port: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Any, str]]:
-    saved = {key: os.environ.get(key) for key in PUSH_INTERVAL_ENV}
-    os.environ.update(PUSH_INTERVAL_ENV)
-    try:
-        with serving_cluster(autoscaling_config, lambda: running(REPLICA) == 1) as served:
-            yield served
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with serving_cluster(autoscaling_config, lambda: running(REPLICA) == 1) as served:
+        yield served
 
 
 def test_model_replicas_scale_past_two_under_load_and_back_down(cluster, record_property):
@@ -81,10 +76,14 @@ def test_model_replicas_scale_past_two_under_load_and_back_down(cluster, record_
         timeline.append((time.monotonic(), n))
         return n
 
-    with SteadyLoad(base, clients=24, max_seconds=240) as load:
+    # 64 instances a request: the model replica, not only the ingress, has work to hold.
+    with SteadyLoad(base, clients=16, max_seconds=240, instances_per_request=64) as load:
         started = time.monotonic()
         wait_until(
-            lambda: replicas() >= MAX_REPLICAS, 180, f"{MAX_REPLICAS} ModelReplicas", interval_s=1
+            lambda: replicas() >= MAX_REPLICAS,
+            180,
+            f"{MAX_REPLICAS} ModelReplicas",
+            interval_s=1,
         )
         up_s = time.monotonic() - started
         nodes = model_nodes()
