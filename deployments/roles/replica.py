@@ -152,13 +152,16 @@ class BatchedReplica:
         anywhere runs each request alone, so only the culprit fails."""
         try:
             prepared = self.runtime.prepare(batch.columns)
-            outputs = await self._forward_chunks(prepared, links)
+            outputs = await self._forward_chunks(prepared, links, batch.offsets)
         except Exception:  # noqa: BLE001 - isolate the culprit by running requests alone
             return await self._each_alone(batch, links)
         return Batch(outputs, batch.offsets), {}
 
-    async def _forward_chunks(self, columns: Columns, links: list[Any]) -> Columns:
-        """One forward pass per run of rows that fits the cost budget, in order."""
+    async def _forward_chunks(
+        self, columns: Columns, links: list[Any], offsets: np.ndarray | None = None
+    ) -> Columns:
+        """One forward pass per run of rows that fits the cost budget, in order. `offsets`
+        (where each request's rows start) count the requests each pass serves; none: one."""
         budget = self.cost_budget()
         self.runtime.cost_budget = budget
         self.threads.apply()
@@ -171,7 +174,7 @@ class BatchedReplica:
             with self.monitor.call("compute", {"batch.rows": stop - start}, links):
                 outputs = self.runtime.forward(chunk)
             _check_rows(outputs, stop - start)
-            self.batch_metrics.batch(1, stop - start, cost)
+            self.batch_metrics.batch(_requests_in(offsets, start, stop), stop - start, cost)
             self.kind.observe_outputs(outputs, self.batch_metrics)
             parts.append(outputs)
         return parts[0] if len(parts) == 1 else Batch.of(parts).columns
@@ -257,6 +260,15 @@ def chunk_spans(costs: np.ndarray, budget: int) -> list[tuple[int, int, int]]:
     if start < len(costs) or not spans:
         spans.append((start, len(costs), min(used, budget)))
     return spans
+
+
+def _requests_in(offsets: np.ndarray | None, start: int, stop: int) -> int:
+    """Requests with rows in [start, stop), given where each request's rows start."""
+    if offsets is None or stop <= start:
+        return 1
+    first = int(np.searchsorted(offsets, start, side="right")) - 1
+    last = int(np.searchsorted(offsets, stop - 1, side="right")) - 1
+    return last - first + 1
 
 
 def _check_rows(outputs: Columns, rows: int) -> None:

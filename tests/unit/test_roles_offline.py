@@ -14,7 +14,7 @@ from deployments.app import model_specs
 from deployments.config import AppArgs
 from deployments.kinds import KINDS, kind_class
 from deployments.roles.dataplane import DataPlane, ReplicasSeen
-from deployments.roles.replica import chunk_spans
+from deployments.roles.replica import _requests_in, chunk_spans
 from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.ledger import ShadowCounts
 from deployments.shadow.report import render
@@ -27,6 +27,15 @@ def test_chunk_spans_keep_order_and_bound_each_passes_cost() -> None:
     assert [(start, stop) for start, stop, _ in spans] == [(0, 2), (2, 3), (3, 4), (4, 7)]
     # The row costlier than the budget goes alone and counts as the budget.
     assert [cost for *_, cost in spans] == [6, 3, 6, 3]
+
+
+def test_each_forward_pass_counts_the_requests_it_serves() -> None:
+    offsets = np.array([0, 3, 4, 10])  # requests of 3, 1 and 6 rows
+    assert _requests_in(offsets, 0, 4) == 2
+    assert _requests_in(offsets, 4, 8) == 1
+    assert _requests_in(offsets, 8, 10) == 1
+    assert _requests_in(offsets, 0, 10) == 3
+    assert _requests_in(offsets, 2, 5) == 3
 
 
 def test_the_pipeline_depth_follows_the_replicas_that_answer() -> None:
