@@ -44,14 +44,17 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
         with_user_config(service.config, "Ingress", cache_enabled=False),
         MODEL,
         # The model is the cheap stage here (the ingress costs more CPU), so the requests in
-        # flight there (what the shipped policy scales on: deployments/roles/autoscaling.py) under
-        # 16 clients hover around 1-8: a target of 1 asks for a second replica.
-        target_ongoing_requests=1,
+        # flight there, averaged over time (what the shipped policy scales on:
+        # deployments/roles/autoscaling.py), stay around one under this load: a target of
+        # 0.25 asks for more replicas.
+        target_ongoing_requests=0.25,
         upscale_delay_s=1,
         # Longer than a replica takes to start under this load (13 s seen on a busy 2-core
         # CI machine): a shorter delay removed the new replica before it ever served.
         downscale_delay_s=30,
         look_back_period_s=2,
+        # Replicas report to the controller within the look-back (10 s by default).
+        metrics_interval_s=0.5,
     )
     service.deploy(quick)
     wait_for_config(service, lambda r: True, "the quick-scaling config")
@@ -62,7 +65,8 @@ def test_model_replicas_scale_up_under_load_and_back_down(service, restore, reco
         timeline.append((time.monotonic(), n))
         return n
 
-    with SteadyLoad(service.base_url, clients=16) as load:
+    # 32 instances a request: the model replica, not only the ingress, has work to hold.
+    with SteadyLoad(service.base_url, clients=16, instances_per_request=32) as load:
         started = time.monotonic()
         wait_until(lambda: running() >= 2, 120, "a second ModelReplica serving", interval_s=0.5)
         up_s = time.monotonic() - started
