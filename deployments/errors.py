@@ -63,8 +63,22 @@ class RouteNotFound(ServingError):
 
 
 class MethodNotAllowed(ServingError):
+    """A route asked with a method it does not take; `allow` lists the ones it does."""
+
     status_code = 405
     code = "method_not_allowed"
+
+    def __init__(
+        self, message: str, details: list[dict[str, Any]] | None = None, allow: str = ""
+    ) -> None:
+        super().__init__(message, details)
+        self.allow = allow
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.details, self.allow))
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
 
 
 class ShadowNotConfigured(ServingError):

@@ -82,7 +82,6 @@ class ServedModel:
 class Work:
     """One request's inference, as it waits in the caller batch."""
 
-    model: str
     protocol: str  # "v1" | "v2"
     payload: Any  # instances, v2 input tensors, or (validated at the ingress) columns
     columns: Columns | None = None
@@ -144,11 +143,9 @@ class DataPlane:
         self.memory.config = config.memory
         self.config = config
         for served in self.models.values():
-            batcher = served.batcher
-            batcher.max_items = config.caller_batch_max_requests
-            batcher.max_wait_s = config.caller_batch_wait_s
-            batcher.max_concurrent = config.caller_batch_max_concurrent * served.replicas.count()
-        for served in self.models.values():
+            served.batcher.max_items = config.caller_batch_max_requests
+            served.batcher.max_wait_s = config.caller_batch_wait_s
+            self._follow_replicas(served)
             if served.mirror is not None:
                 served.mirror.reconfigure(config)
 
@@ -209,7 +206,7 @@ class DataPlane:
             self._metric("cache", served.name, {"result": "hit" if cached else "miss"})
             if cached is not None:
                 return cached
-        work = Work(served.name, protocol, payload)
+        work = Work(protocol, payload)
         if served.validator is None:
             work.columns = decode(served.kind, protocol, payload, served.max_rows)
         # Past its deadline a request leaves the batch queue (nothing is sent for it); once
@@ -230,6 +227,12 @@ class DataPlane:
                 }
             )
         return prediction
+
+    def _follow_replicas(self, served: ServedModel) -> None:
+        """The pipeline's depth: batches on their way per replica, times the replicas seen."""
+        served.batcher.max_concurrent = (
+            self.config.caller_batch_max_concurrent * served.replicas.count()
+        )
 
     async def _infer_group(self, served: ServedModel, works: list[Work]) -> list[Any]:
         """One caller batch of a model: each request gets back its own `(columns,
@@ -259,9 +262,7 @@ class DataPlane:
             return [exc] * len(works)
         if answer.replica:
             served.replicas.saw(answer.replica)
-            served.batcher.max_concurrent = (
-                self.config.caller_batch_max_concurrent * served.replicas.count()
-            )
+            self._follow_replicas(served)
         for j, error in answer.failures.items():
             answers[valid[j]] = error
         for k, j in enumerate(answer.answered):

@@ -53,11 +53,6 @@ _DEADLINE_PARAM = {
 }
 
 
-class FastJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return json_response_bytes(content)
-
-
 # ---- error mapping: the one place failures become statuses --------------------------------
 
 
@@ -119,11 +114,11 @@ def as_serving_error(exc: BaseException) -> ServingError:
 
 
 def _method_not_allowed(request: Request, allow: str) -> JSONResponse:
-    response = error_response(
-        MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}; use {allow}")
+    return error_response(
+        MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}; use {allow}", allow=allow
+        )
     )
-    response.headers["Allow"] = allow
-    return response
 
 
 def build_http_app(
@@ -184,8 +179,7 @@ def build_http_app(
 
     @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
     async def model_info(name: str, request: Request) -> Any:
-        if name.endswith(":predict"):
-            return _method_not_allowed(request, "POST")
+        # Any method on `<name>:predict` is HotRoutes' (roles/http_inference.py), 405 included.
         authorize(request)
         served = plane.served(name)
         return {

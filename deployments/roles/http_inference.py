@@ -135,7 +135,7 @@ class HotRoutes:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(
-                    f"{scope['method']} is not allowed on {scope['path']}; use POST"
+                    f"{scope['method']} is not allowed on {scope['path']}; use POST", allow="POST"
                 )
             if v1_name is not None:
                 content = await self.inference.predict_v1(v1_name, headers, _body(receive))
@@ -146,8 +146,6 @@ class HotRoutes:
             status, extra = 200, _JSON
         except Exception as exc:  # noqa: BLE001 - every failure is answered, typed
             status, extra, content = self._error_parts(exc)
-            if status == 405:
-                extra = [*extra, (b"allow", b"POST")]
         await send(
             {
                 "type": "http.response.start",
