@@ -287,7 +287,7 @@ SERVE_BASELINES = {
 
 
 def ours_config() -> dict[str, Any]:
-    return variant(shipped_config(), Ingress={"cache_enabled": False})
+    return variant(shipped_config(), Ingress={"cache_mode": "off"})
 
 
 def lever_variants(full: bool) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:

@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import yaml
 
-from deployments.launch import FAST_PATH_ENV, haproxy_pids, stop_pids
+from deployments.launch import FAST_PATH_ENV, HaproxyTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "predict_v1.lua"
@@ -129,7 +129,7 @@ class LocalService:
         # RAY_SERVE_ENABLE_HA_PROXY take effect. Restored on close.
         self._saved_env = {key: os.environ.get(key) for key in env or {}}
         os.environ.update(env or {})
-        self._haproxy_before = haproxy_pids()
+        self._haproxies = HaproxyTracker(os.getpid()).start()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         schema = ServeDeploySchema.model_validate(self._on_port(config))
         self._client = serve_start(
@@ -180,8 +180,8 @@ class LocalService:
         serve.shutdown()
         ray.shutdown()
         # An haproxy started for this service can outlive Ray and keep the port (measured in
-        # ../shared/DESIGN.md): stop the ones that appeared since we started, by pid only.
-        stop_pids(haproxy_pids() - self._haproxy_before)
+        # ../shared/DESIGN.md): stop the ones Ray started under this process, by pid.
+        self._haproxies.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
 
-    config = variant(shipped_config(), Ingress={"cache_enabled": False})
+    config = variant(shipped_config(), Ingress={"cache_mode": "off"})
     model_autoscaling(config).update(min_replicas=1, initial_replicas=1, max_replicas=1)
     script = mixed_script(extra=OVERLOAD_LUA)
     service = LocalService(config)

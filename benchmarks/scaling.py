@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
 
-    config = variant(shipped_config(), Ingress={"cache_enabled": False})
+    config = variant(shipped_config(), Ingress={"cache_mode": "off"})
     scaling = model_autoscaling(config)
     if not args.shipped:
         scaling["downscale_delay_s"] = 15

@@ -76,7 +76,7 @@ def raw_items_per_s(seconds: float) -> float:
 def served_config(torch_threads: int | None, replicas: int | None) -> dict[str, Any]:
     """serve_config.yaml with the result cache off and the text model required (not
     `optional`: a missing `text` extra fails the deploy instead of serving without it)."""
-    config = variant(shipped_config(), Ingress={"cache_enabled": False})
+    config = variant(shipped_config(), Ingress={"cache_mode": "off"})
     specs = [s for s in config["applications"][0]["args"]["models"] if s["name"] == MODEL]
     if not specs:
         raise SystemExit(f"serve_config.yaml serves no model {MODEL!r}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.serve import Application, Deployment
 
+from deployments.admission.auth import load_keys, refuse_exposure_without_auth
 from deployments.config import AppArgs, ModelSpec, ShadowConfig
 from deployments.errors import ArtifactError
 from deployments.kinds.base import ModelKind
@@ -30,7 +31,29 @@ logger = logging.getLogger("ray.serve")
 
 
 def build_app(args: AppArgs) -> Application:
+    refuse_exposure_without_auth(
+        serve_http_host(),
+        bool(load_keys(args.auth_token_env, args.auth_token_file)),
+        "http_options.host",
+    )
     return bind_graph(args, ShadowReplica)
+
+
+def serve_http_host() -> str:
+    """Where Serve's HTTP front listens, as the controller has it (`serve deploy` builds the
+    app in a task on the cluster, so the config file is not at hand)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    if not ray.is_initialized():
+        return "127.0.0.1"  # built outside Ray (tests, `serve build`): nothing listens
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        host = ray.get(controller.get_http_config.remote()).host
+    except ValueError:
+        return "127.0.0.1"  # no Serve controller yet: nothing listens
+    # Serve reads an unset host as its default, all interfaces.
+    return host if host else "0.0.0.0"
 
 
 def bind_graph(args: AppArgs, shadow_deployment: Deployment) -> Application:

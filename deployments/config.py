@@ -14,6 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deployments.admission.rate_limit import RateLimitConfig
+from deployments.admission.resilience import CacheMode
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _ARCH_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:(\*|[A-Za-z_][A-Za-z0-9_]*)$")
@@ -162,9 +165,35 @@ class IngressConfig(BaseModel):
         ge=1,
         description="Upper bound accepted for the x-request-deadline-ms header.",
     )
-    cache_enabled: bool = True
+    max_inflight_bytes: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        description="Request bodies one ingress replica holds at once, in bytes (each request "
+        "weighs its Content-Length, or max_request_bytes when it sends none); beyond, 503 with "
+        "a Retry-After. Parsed bodies take several times their size: keep it a fraction of "
+        "the Ingress's memory.",
+    )
+    cache_mode: CacheMode = Field(
+        default="auto",
+        description="The result cache: 'on', 'off', or 'auto' (on, but after each "
+        "cache_probe_lookups lookups whose hit ratio is below cache_min_hit_ratio it empties "
+        "itself and stays off for cache_pause_s: a cache of unique requests only costs).",
+    )
     cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400)
-    cache_max_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+    cache_max_bytes: int = Field(
+        default=32 << 20,
+        ge=1 << 16,
+        description="Bytes the cached answers may take (estimated per answer, arrays by "
+        "their buffers); the least recently used go first.",
+    )
+    cache_min_hit_ratio: float = Field(default=0.05, ge=0, le=1)
+    cache_probe_lookups: int = Field(default=1000, ge=10, le=10_000_000)
+    cache_pause_s: float = Field(default=300.0, gt=0, le=86_400)
+    rate_limit: RateLimitConfig = Field(
+        default_factory=RateLimitConfig,
+        description="Per-client token buckets (per API key; per client address without auth); "
+        "429 with a Retry-After from the bucket. Per ingress replica.",
+    )
     memory: MemoryGuardConfig = Field(default_factory=MemoryGuardConfig)
 
 
@@ -347,7 +376,14 @@ class AppArgs(BaseModel):
         description="Environment variable holding the bearer token; unset means no auth.",
     )
     auth_token_file: Path | None = Field(
-        default=None, description="File holding the bearer token (e.g. a mounted secret)."
+        default=None,
+        description="File of API keys (a mounted secret): one per line, '<token>' or "
+        "'<client-id>:<token>'. Wins over auth_token_env.",
+    )
+    auth_open_paths: list[str] = Field(
+        default_factory=lambda: ["/v2/health/live", "/v2/health/ready"],
+        description="Exact paths answered without a token when auth is on (health probes); "
+        "every other path needs one.",
     )
 
     @field_validator("allowed_architectures")

@@ -149,6 +149,32 @@ class Overloaded(ServingError):
         return {**super().to_body(), "retry_after_s": self.retry_after_s}
 
 
+class RateLimited(ServingError):
+    """This client is over its own rate limit (the service may be idle); back off for
+    `retry_after_s`. 429, not 503: only this client should slow down."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.details, self.retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": _seconds(self.retry_after_s)}
+
+    def to_body(self) -> dict[str, Any]:
+        return {**super().to_body(), "retry_after_s": self.retry_after_s}
+
+
 class InferenceFailed(ServingError):
     """The model could not produce a valid answer for an item (e.g. non-finite output)."""
 

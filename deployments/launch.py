@@ -8,8 +8,8 @@
   `benchmarks/compare.py` measures both modes side by side.
 - Refuses to start into a port something already listens on, naming the holder: an haproxy
   left by an earlier run keeps the port and answers every request with an error.
-- Ctrl-C (or SIGTERM) stops `serve run`, which shuts Ray down; then any haproxy that appeared
-  while this ran is stopped by pid (it can outlive Ray).
+- Ctrl-C (or SIGTERM) stops `serve run`, which shuts Ray down; then each haproxy that ran
+  under `serve run`'s process tree is stopped by its pid (it can outlive Ray).
 
 `--python-proxy` (or `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment) keeps Ray's Python
 proxy. In HAProxy mode Ray binds the Ingress replica's own HTTP port to all interfaces (so
@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,19 +93,74 @@ def refuse_stale_listener(port: int) -> None:
         )
 
 
-def haproxy_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"}
+class HaproxyTracker:
+    """The haproxy processes started under one process tree, recorded while they run.
 
+    Ray's HAProxyManager actor starts haproxy as its child, and each graceful reload starts a
+    new one (`-sf`), so the pids change while the service runs. When Ray shuts down first, an
+    haproxy is re-parented away from our tree and can keep the port. So a thread records each
+    haproxy among `root`'s descendants as it appears (as a psutil.Process, which refuses to
+    signal a recycled pid), and `stop()` stops exactly those: never an haproxy by name, never
+    one another user or another run started.
+    """
 
-def stop_pids(pids: set[int], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    procs = []
-    for pid in pids:
+    def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
+        self.root_pid = root_pid
+        self.interval_s = interval_s
+        self.seen: dict[int, psutil.Process] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HaproxyTracker:
+        self._thread = threading.Thread(target=self._watch, name="haproxy-tracker", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> HaproxyTracker:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def sample(self) -> None:
         try:
-            proc = psutil.Process(pid)
-            proc.terminate()
-            procs.append(proc)
+            descendants = psutil.Process(self.root_pid).children(recursive=True)
         except psutil.Error:
-            pass
+            return
+        for proc in descendants:
+            if proc.pid in self.seen:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if proc.name() == "haproxy":
+                    self.seen[proc.pid] = proc
+
+    def running(self) -> list[psutil.Process]:
+        return [proc for proc in self.seen.values() if proc.is_running()]
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            self.sample()
+
+    def close(self) -> None:
+        """Stop watching (a last look first); what was seen stays in `seen`."""
+        self.sample()
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
+        """Give Ray's own shutdown `grace_s` to stop its haproxy, then stop what is left."""
+        self.close()
+        deadline = time.monotonic() + grace_s
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop_processes(self.running())
+
+
+def stop_processes(procs: list[psutil.Process], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
     _, alive = psutil.wait_procs(procs, timeout=timeout_s)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
@@ -157,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     env = serve_env(args.python_proxy)
     mode = "HAProxy" if env[HA_PROXY_ENV] == "1" else "Python proxy"
     print(f"inference-serve: serve run {args.config} ({mode} on port {port})", flush=True)
-    haproxy_before = haproxy_pids()
     proc = start_serve_run(args.config, env)
+    tracker = HaproxyTracker(proc.pid)
 
     def forward(signum: int, _frame: Any) -> None:
         # `serve run` shuts Ray down on SIGINT; a terminal's Ctrl-C reaches it directly too.
@@ -167,17 +223,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    try:
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        # Give Ray's own shutdown a moment to stop its haproxy; then ours stops what is left.
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while haproxy_pids() - haproxy_before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        stop_pids(haproxy_pids() - haproxy_before)
+    with tracker:
+        try:
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":

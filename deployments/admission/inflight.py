@@ -9,6 +9,10 @@ A fixed cap is wrong both ways: below capacity it refuses work the service would
 time, and every refused client comes straight back, so on a small machine the flood of
 rejections costs more goodput than it saves (benchmarks/overload.py; docs/benchmarks.md).
 
+Requests are also weighed by their bytes: a body turns into Python objects several times
+its size, so a few hundred large text requests could exhaust the replica's memory well
+under the request cap. The bodies in flight stay within `max_inflight_bytes`.
+
 `Retry-After` is `in_flight / drain_rate`: the time the requests already admitted need to
 finish, clamped to [1, max_retry_after_s]. A client that honours it comes back roughly when
 there is room.
@@ -40,8 +44,11 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
         max_queue_delay_s: float | None = None,
         min_inflight: int = 1,
+        max_inflight_bytes: int = 1 << 62,
     ) -> None:
         self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0
         self.max_queue_delay_s = max_queue_delay_s
         self.min_inflight = min_inflight
         self.max_retry_after_s = max_retry_after_s
@@ -74,7 +81,8 @@ class Admission:
         return min(self.max_retry_after_s, max(1.0, math.ceil(self.inflight / rate)))
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self, weight_bytes: int = 0) -> Iterator[None]:
+        """One request in flight, holding `weight_bytes` of the byte budget while it is."""
         limit = self.limit()
         if self.inflight >= limit:
             self.rejected += 1
@@ -84,11 +92,29 @@ class Admission:
                 [{"reason": "inflight_limit", "inflight": self.inflight, "limit": limit}],
                 self.retry_after_s(),
             )
+        # A request alone is always admitted (one larger than the budget is refused by the
+        # body-size limit, not here); otherwise the bodies in flight stay within the budget.
+        if self.inflight_bytes and self.inflight_bytes + weight_bytes > self.max_inflight_bytes:
+            self.rejected += 1
+            raise Overloaded(
+                f"{self.inflight_bytes} request bytes in flight, the byte budget of this "
+                f"ingress replica ({self.max_inflight_bytes})",
+                [
+                    {
+                        "reason": "inflight_bytes",
+                        "inflight_bytes": self.inflight_bytes,
+                        "limit_bytes": self.max_inflight_bytes,
+                    }
+                ],
+                self.retry_after_s(),
+            )
         self.inflight += 1
+        self.inflight_bytes += weight_bytes
         try:
             yield
         finally:
             self.inflight -= 1
+            self.inflight_bytes -= weight_bytes
             self._done.append(self._clock())
 
 

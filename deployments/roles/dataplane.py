@@ -20,6 +20,7 @@ from typing import Any
 from deployments.admission.caller_batch import CallerBatcher
 from deployments.admission.inflight import Admission, Deadline
 from deployments.admission.memory_guard import MemoryGuard
+from deployments.admission.rate_limit import RateLimiter
 from deployments.admission.resilience import ResultCache, is_transient, retry_transient
 from deployments.config import IngressConfig
 from deployments.errors import (
@@ -106,8 +107,10 @@ class DataPlane:
             config.max_retry_after_s,
             max_queue_delay_s=config.max_queue_delay_s,
             min_inflight=config.min_inflight_requests,
+            max_inflight_bytes=config.max_inflight_bytes,
         )
-        self.cache = ResultCache(config.cache_enabled, config.cache_ttl_s, config.cache_max_entries)
+        self.cache = self._cache(config)
+        self.limiter = RateLimiter(config.rate_limit)
         self.memory = MemoryGuard(config.memory)
         for served in models.values():
             served.batcher = self._batcher(served)
@@ -132,14 +135,11 @@ class DataPlane:
         self.admission.max_queue_delay_s = config.max_queue_delay_s
         self.admission.min_inflight = config.min_inflight_requests
         self.admission.max_retry_after_s = config.max_retry_after_s
-        if (old.cache_ttl_s, old.cache_max_entries) != (
-            config.cache_ttl_s,
-            config.cache_max_entries,
-        ):
-            self.cache = ResultCache(
-                config.cache_enabled, config.cache_ttl_s, config.cache_max_entries
-            )
-        self.cache.enabled = config.cache_enabled
+        self.admission.max_inflight_bytes = config.max_inflight_bytes
+        if self._cache_shape(old) != self._cache_shape(config):
+            self.cache = self._cache(config)
+        self.cache.mode = config.cache_mode
+        self.limiter.reconfigure(config.rate_limit)
         self.memory.config = config.memory
         self.config = config
         for served in self.models.values():
@@ -148,6 +148,27 @@ class DataPlane:
             self._follow_replicas(served)
             if served.mirror is not None:
                 served.mirror.reconfigure(config)
+
+    @staticmethod
+    def _cache_shape(config: IngressConfig) -> tuple[Any, ...]:
+        return (
+            config.cache_ttl_s,
+            config.cache_max_bytes,
+            config.cache_min_hit_ratio,
+            config.cache_probe_lookups,
+            config.cache_pause_s,
+        )
+
+    @staticmethod
+    def _cache(config: IngressConfig) -> ResultCache:
+        return ResultCache(
+            config.cache_mode,
+            config.cache_ttl_s,
+            config.cache_max_bytes,
+            min_hit_ratio=config.cache_min_hit_ratio,
+            probe_lookups=config.cache_probe_lookups,
+            pause_s=config.cache_pause_s,
+        )
 
     # ---- lookups -----------------------------------------------------------------------
 
@@ -176,13 +197,16 @@ class DataPlane:
     # ---- inference -----------------------------------------------------------------------
 
     @contextmanager
-    def admitted(self, served: ServedModel, deadline_header: str | None) -> Iterator[Deadline]:
-        """Deadline, memory and in-flight admission: all before any work is done."""
+    def admitted(
+        self, served: ServedModel, deadline_header: str | None, weight_bytes: int = 0
+    ) -> Iterator[Deadline]:
+        """Deadline, memory and in-flight admission (requests and their bytes): all before
+        any work is done."""
         deadline = Deadline.from_header(deadline_header, self.config.max_deadline_ms)
         with ExitStack() as stack:
             try:
                 self.memory.check()
-                stack.enter_context(self.admission.admit())
+                stack.enter_context(self.admission.admit(weight_bytes))
             except Overloaded as exc:
                 self._metric("rejections", served.name, {"reason": exc.details[0]["reason"]})
                 raise
@@ -216,6 +240,8 @@ class DataPlane:
         )
         if key is not None:
             self.cache.put(key, prediction)
+            if self.metrics is not None:
+                self.metrics.cache_bytes.set(self.cache.bytes_used)
         if served.mirror is not None:
             served.mirror.offer(
                 {
@@ -307,6 +333,10 @@ class DataPlane:
             raise ShadowNotConfigured(f"model {served.name!r} has no candidate in shadow mode")
         report = await served.mirror.shadow.report.remote(served.mirror.counts())
         return {**report, "sample_rate": self.config.shadow_sample_rate}
+
+    def rate_limited(self, client_class: str) -> None:
+        if self.metrics is not None:
+            self.metrics.rate_limited.inc(1, {"client_class": client_class})
 
     def _metric(self, name: str, model: str, tags: dict[str, str] | None = None) -> None:
         """Count one event of counter `name` for `model` (when metrics are given)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,13 +38,14 @@ from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
 from deployments.protocol.json_body import json_response_bytes
 from deployments.roles.dataplane import DataPlane
+from deployments.roles.http_gate import OPEN_PATHS, Gate
 from deployments.roles.http_inference import HotRoutes, Inference
 from deployments.telemetry.request_telemetry import RequestTelemetry
 
 logger = logging.getLogger("ray.serve")
 
 VERSION = "0.2.0"
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 405, 413, 422, 503, 504)}
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 405, 413, 422, 429, 503, 504)}
 _DEADLINE_PARAM = {
     "name": DEADLINE_HEADER,
     "in": "header",
@@ -122,7 +124,11 @@ def _method_not_allowed(request: Request, allow: str) -> JSONResponse:
 
 
 def build_http_app(
-    plane: DataPlane, auth: BearerAuth, max_request_bytes: int, metrics_scrape: Any = None
+    plane: DataPlane,
+    auth: BearerAuth,
+    max_request_bytes: int,
+    metrics_scrape: Any = None,
+    open_paths: Iterable[str] = OPEN_PATHS,
 ) -> RequestTelemetry:
     app = FastAPI(
         title="Ray Serve inference service",
@@ -136,7 +142,7 @@ def build_http_app(
         # requests are traced and counted.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    inference = Inference(plane, auth, max_request_bytes)
+    inference = Inference(plane, max_request_bytes)
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
@@ -167,20 +173,15 @@ def build_http_app(
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)
 
-    def authorize(request: Request) -> None:
-        auth.check(request.headers.get("authorization"))
-
     # ---- KServe v1 -------------------------------------------------------------------------
 
     @app.get("/v1/models", response_model=v1.ModelList, responses=_ERRORS)
-    async def list_models(request: Request) -> dict[str, Any]:
-        authorize(request)
+    async def list_models() -> dict[str, Any]:
         return {"models": sorted(plane.models)}
 
     @app.get("/v1/models/{name}", response_model=v1.ModelInfo, responses=_ERRORS)
-    async def model_info(name: str, request: Request) -> Any:
+    async def model_info(name: str) -> Any:
         # Any method on `<name>:predict` is HotRoutes' (roles/http_inference.py), 405 included.
-        authorize(request)
         served = plane.served(name)
         return {
             "name": name,
@@ -211,18 +212,16 @@ def build_http_app(
     # ---- shadow mode -----------------------------------------------------------------------
 
     @app.get("/v1/shadow/report", responses=_ERRORS)
-    async def shadow_report(request: Request, model: str | None = None) -> dict[str, Any]:
+    async def shadow_report(model: str | None = None) -> dict[str, Any]:
         """How the candidate compares with the primary, and whether to promote it."""
-        authorize(request)
         return await plane.shadow_report(model)
 
     # ---- operations ------------------------------------------------------------------------
 
     # Not part of the inference contract in /openapi.json: Prometheus text, documented in docs/.
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-    async def metrics(request: Request) -> PlainTextResponse:
+    async def metrics() -> PlainTextResponse:
         """Prometheus text from this node's Ray metrics agent."""
-        authorize(request)
         text = await metrics_scrape() if metrics_scrape is not None else ""
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -248,10 +247,7 @@ def build_http_app(
         response_model=v2.ModelMetadataResponse,
         responses=_ERRORS,
     )
-    async def v2_model_metadata(
-        name: str, request: Request, version: str | None = None
-    ) -> dict[str, Any]:
-        authorize(request)
+    async def v2_model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
         served = plane.served(name, version)
         return served.kind.v2_metadata(served.versions)
 
@@ -289,4 +285,12 @@ def build_http_app(
             media_type="application/json",
         )
 
-    return RequestTelemetry(HotRoutes(app, inference, error_parts))
+    gate = Gate(
+        HotRoutes(app, inference, error_parts),
+        auth,
+        plane.limiter,
+        error_parts,
+        open_paths,
+        on_limited=lambda client_class: plane.rate_limited(client_class),
+    )
+    return RequestTelemetry(gate)

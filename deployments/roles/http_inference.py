@@ -1,12 +1,13 @@
 """The two inference routes over HTTP, and the ASGI front that serves them without FastAPI.
 
 `Inference` is what `POST /v1/models/{m}:predict` and `POST /v2/models/{m}[/versions/{v}]/infer`
-do, over raw headers and a body stream: auth, admission, bounded parsing, the data plane,
-the answer as JSON bytes. The FastAPI routes in `roles/http.py` (which document the contract
-in /openapi.json) call it, and so does `HotRoutes`, an ASGI app in front of FastAPI that
-dispatches these two routes itself: FastAPI's routing, middleware stack and request objects
-cost more per request than the rest of the ingress (docs/benchmarks.md). Everything else goes
-on to FastAPI. Either way a request gets the same answer, errors included.
+do, over raw headers and a body stream: admission, bounded parsing, the data plane, the
+answer as JSON bytes (auth and rate limits are the `Gate`'s, in front of both). The
+FastAPI routes in `roles/http.py` (which document the contract in /openapi.json) call it,
+and so does `HotRoutes`, an ASGI app in front of FastAPI that dispatches these two routes
+itself: FastAPI's routing, middleware stack and request objects cost more per request than
+the rest of the ingress (docs/benchmarks.md). Everything else goes on to FastAPI. Either
+way a request gets the same answer, errors included.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from deployments.admission.auth import BearerAuth
 from deployments.admission.inflight import DEADLINE_HEADER
 from deployments.errors import MethodNotAllowed, PayloadTooLarge
 from deployments.protocol import v1, v2
@@ -31,17 +31,17 @@ _JSON = [(b"content-type", b"application/json")]
 
 
 class Inference:
-    def __init__(self, plane: DataPlane, auth: BearerAuth, max_request_bytes: int) -> None:
+    def __init__(self, plane: DataPlane, max_request_bytes: int) -> None:
         self.plane = plane
-        self.auth = auth
         self.max_request_bytes = max_request_bytes
         self.limits = JsonLimits()
 
     async def predict_v1(self, name: str, headers: Headers, body: AsyncIterator[bytes]) -> bytes:
         plane = self.plane
-        self.auth.check(headers.get("authorization"))
         served = plane.served(name)
-        with plane.admitted(served, headers.get(DEADLINE_HEADER)) as deadline:
+        with plane.admitted(
+            served, headers.get(DEADLINE_HEADER), self.weight_bytes(headers)
+        ) as deadline:
             instances = v1.parse_predict(await self.json_body(headers, body), served.max_rows)
             prediction = await plane.infer(
                 served, "v1", instances, instances, deadline, headers.get("x-request-id", "")
@@ -58,9 +58,10 @@ class Inference:
         self, name: str, version: str | None, headers: Headers, body: AsyncIterator[bytes]
     ) -> bytes:
         plane = self.plane
-        self.auth.check(headers.get("authorization"))
         served = plane.served(name, version)
-        with plane.admitted(served, headers.get(DEADLINE_HEADER)) as deadline:
+        with plane.admitted(
+            served, headers.get(DEADLINE_HEADER), self.weight_bytes(headers)
+        ) as deadline:
             infer = v2.parse_infer(await self.json_body(headers, body))
             cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
             prediction = await plane.infer(
@@ -75,6 +76,13 @@ class Inference:
         if infer.id is not None:
             answer["id"] = infer.id
         return json_response_bytes(answer)
+
+    def weight_bytes(self, headers: Headers) -> int:
+        """What a request weighs in admission: its declared size, else the most it may send."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            return min(int(declared), self.max_request_bytes)
+        return self.max_request_bytes
 
     async def json_body(self, headers: Headers, body: AsyncIterator[bytes]) -> Any:
         limit = self.max_request_bytes

@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.admission.auth import BearerAuth, load_token
+from deployments.admission.auth import BearerAuth, load_keys
 from deployments.config import AppArgs, IngressConfig
 from deployments.repository.store import load_kind
 from deployments.roles.dataplane import DataPlane, ServedModel
@@ -48,13 +48,17 @@ class Ingress:
                 max_rows=entry["max_rows"],
             )
         self.plane = DataPlane(served, IngressMetrics())
-        self.auth = BearerAuth(load_token(args.auth_token_env, args.auth_token_file))
+        self.auth = BearerAuth(load_keys(args.auth_token_env, args.auth_token_file))
         self.node_metrics = NodeMetrics()
         self.args = args
 
     def __serve_build_asgi_app__(self) -> Any:
         app = build_http_app(
-            self.plane, self.auth, self.args.max_request_bytes, self.node_metrics.scrape
+            self.plane,
+            self.auth,
+            self.args.max_request_bytes,
+            self.node_metrics.scrape,
+            self.args.auth_open_paths,
         )
         versions = {name: m.kind.metadata.version for name, m in self.plane.models.items()}
         app.state.telemetry = TelemetryTarget(RequestMetrics(), versions)

@@ -126,13 +126,22 @@ class IngressMetrics:
     def __init__(self) -> None:
         self.cache = metrics.Counter(
             "result_cache_lookups",
-            "TTL result-cache lookups, by result (hit or miss).",
+            "Result-cache lookups, by result (hit or miss); none while the cache is off or paused.",
             tag_keys=("model", "result"),
         )
         self.rejections = metrics.Counter(
             "admission_rejections",
             "Requests refused before work, by reason.",
             tag_keys=("model", "reason"),
+        )
+        self.rate_limited = metrics.Counter(
+            "rate_limited_requests",
+            "Requests refused with 429 because their client was over its rate limit, by the "
+            "client's class (a configured override, or the default limit); never by client.",
+            tag_keys=("client_class",),
+        )
+        self.cache_bytes = metrics.Gauge(
+            "result_cache_bytes", "Bytes the result cache holds (estimated).", tag_keys=()
         )
         self.retries = metrics.Counter(
             "inference_retries",

@@ -57,7 +57,7 @@ def autoscaling_config(port: int) -> dict[str, Any]:
     for d in app["deployments"]:
         if d["name"] == "Ingress":
             # Every request reaches the model: cached answers would take the load away.
-            d["user_config"]["cache_enabled"] = False
+            d["user_config"]["cache_mode"] = "off"
     return config
 
 

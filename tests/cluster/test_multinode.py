@@ -51,7 +51,7 @@ def two_node_config(port: int) -> dict[str, Any]:
         if d["name"] == "Ingress":
             d["ray_actor_options"]["resources"] = HEAD
             # Every request reaches the model: the cache must not hide a lost replica.
-            d["user_config"]["cache_enabled"] = False
+            d["user_config"]["cache_mode"] = "off"
     return config
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deployments.launch import haproxy_pids
+from deployments.launch import HaproxyTracker
 from tests.support import REPO, wait_until
 
 BASE_URL = "http://127.0.0.1:8000"
@@ -59,7 +59,6 @@ def readme_service(
     yields the seconds it took to be ready."""
     if port_open(8000):
         pytest.fail("something already listens on 127.0.0.1:8000; stop it before this test")
-    haproxy_before = haproxy_pids()
     argv = serve_part(readme_commands()[0])
     if config is not None:
         argv[-1] = str(config)
@@ -73,6 +72,8 @@ def readme_service(
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+    # Watches, never stops: stopping them is the launcher's job, and this checks it did.
+    haproxies = HaproxyTracker(proc.pid).start()
 
     def ready_or_exited() -> bool:
         if proc.poll() is not None:
@@ -89,8 +90,10 @@ def readme_service(
             print(log_path.read_text()[-4000:])
     assert proc.returncode is not None
     wait_until(lambda: not port_open(8000), 30, "port 8000 to be released after shutdown")
-    # HAProxy can outlive Ray; the launcher stops the one it started.
-    assert haproxy_pids() - haproxy_before == set(), "an haproxy outlived the service"
+    # HAProxy can outlive Ray; the launcher stops the ones it started.
+    haproxies.close()
+    assert haproxies.seen, "no haproxy ran under the README's command (is HAProxy mode off?)"
+    assert not haproxies.running(), f"haproxy outlived the service: {haproxies.running()}"
 
 
 def stop(proc: subprocess.Popen) -> None:

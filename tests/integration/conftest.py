@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from deployments.launch import FAST_PATH_ENV, haproxy_pids, stop_pids
+from deployments.launch import FAST_PATH_ENV, HaproxyTracker
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO, free_port, wait_until
 
@@ -68,7 +68,8 @@ def service() -> Iterator[Service]:
     }
     saved_env = {key: os.environ.get(key) for key in tracing_env}
     os.environ.update(tracing_env)
-    haproxy_before = haproxy_pids()
+    # Ray's processes are this process's children; each haproxy they start is recorded.
+    haproxies = HaproxyTracker(os.getpid()).start()
     metrics_port = free_port()
     ray.init(
         num_cpus=2,
@@ -108,8 +109,8 @@ def service() -> Iterator[Service]:
         http.close()
         serve.shutdown()
         ray.shutdown()
-        # HAProxy can outlive Ray: stop the one this session started, by pid.
-        stop_pids(haproxy_pids() - haproxy_before)
+        # HAProxy can outlive Ray: stop the ones this session started, by pid.
+        haproxies.stop()
         otlp.stop()
         for key, value in saved_env.items():
             if value is None:

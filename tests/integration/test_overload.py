@@ -25,7 +25,7 @@ def steady_capacity(service):
     """Every request does real work (cache off) on a fixed replica count (no autoscaling),
     so goodput at low and at high concurrency measure the same thing."""
     config = with_autoscaling(
-        with_user_config(service.config, "Ingress", cache_enabled=False, shadow_sample_rate=0.1),
+        with_user_config(service.config, "Ingress", cache_mode="off", shadow_sample_rate=0.1),
         MODEL,
         min_replicas=1,
         initial_replicas=1,

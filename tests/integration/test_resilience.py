@@ -131,7 +131,7 @@ def test_inflight_cap_sheds_with_retry_after(service, restore) -> None:
         "Ingress",
         max_inflight_requests=2,
         shadow_sample_rate=0.5,
-        cache_enabled=False,
+        cache_mode="off",
     )
     service.deploy(capped)
     wait_for_config(service, lambda r: r["sample_rate"] == 0.5, "the capped ingress")

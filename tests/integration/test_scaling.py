@@ -41,7 +41,7 @@ def restore(service):
 def test_model_replicas_scale_up_under_load_and_back_down(service, restore, record_property):
     quick = with_autoscaling(
         # Every request reaches the model (no cached answers), so the load is the model's.
-        with_user_config(service.config, "Ingress", cache_enabled=False),
+        with_user_config(service.config, "Ingress", cache_mode="off"),
         MODEL,
         # The model is the cheap stage here (the ingress costs more CPU), so the requests in
         # flight there, averaged over time (what the shipped policy scales on:

@@ -131,7 +131,7 @@ def test_mirrored_fraction_matches_the_configured_rate(service, restore) -> None
     rate, n = 0.3, 400
     # Cache off: answers served from the result cache are not mirrored (no features to send).
     service.deploy(
-        with_user_config(service.config, "Ingress", shadow_sample_rate=rate, cache_enabled=False)
+        with_user_config(service.config, "Ingress", shadow_sample_rate=rate, cache_mode="off")
     )
     wait_for_config(service, lambda r: r["sample_rate"] == rate, "sample rate 0.3")
     before = report(service)

@@ -100,7 +100,11 @@ class RecordingMetrics:
             def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
                 outer.seen.append((self.name, dict(tags or {})))
 
-        for name in ("cache", "rejections", "retries", "caller_batch"):
+            def set(self, value: float, tags: dict[str, str] | None = None) -> None:
+                outer.seen.append((self.name, dict(tags or {})))
+
+        names = ("cache", "rejections", "retries", "caller_batch", "rate_limited", "cache_bytes")
+        for name in names:
             setattr(self, name, _Counter(name))
 
 
@@ -118,6 +122,15 @@ def served_model(model_dir: Any, name: str, version: str, allowed: Any = ()) -> 
     )
 
 
-def http_app(models: dict[str, ServedModel], token: str | None = None, metrics: Any = None) -> Any:
+def http_app(
+    models: dict[str, ServedModel],
+    token: str | None = None,
+    metrics: Any = None,
+    keys: dict[str, str] | None = None,
+) -> Any:
+    """The ingress's HTTP app; `token` is one key (client id "test-client"), `keys` several."""
     plane = DataPlane(models, metrics)
-    return build_http_app(plane, BearerAuth(token), 1 << 20), plane
+    keys = dict(keys or {})
+    if token:
+        keys[token] = "test-client"
+    return build_http_app(plane, BearerAuth(keys), 1 << 20), plane

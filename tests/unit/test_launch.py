@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from deployments import launch
@@ -69,17 +72,58 @@ def test_the_http_address_comes_from_the_config(tmp_path) -> None:
     assert launch.http_address(config) == ("127.0.0.1", 8000)
 
 
-def test_stop_pids_stops_only_what_it_is_given() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+@pytest.fixture
+def fake_haproxy(tmp_path) -> str:
+    """An executable named haproxy (a copy of sleep), so the tracker's name check sees it."""
+    path = tmp_path / "haproxy"
+    shutil.copy(shutil.which("sleep"), path)
+    return str(path)
+
+
+def test_the_tracker_stops_the_haproxy_under_its_tree_even_once_orphaned(fake_haproxy) -> None:
+    # root starts an "haproxy" and exits: the haproxy is re-parented away from the tree, as
+    # one is when Ray shuts down before it.
+    root = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"p = subprocess.Popen([{fake_haproxy!r}, '60'], stdout=subprocess.DEVNULL)\n"
+            "print(p.pid, flush=True)\n"
+            "sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    bystander = subprocess.Popen([fake_haproxy, "60"])  # an haproxy outside root's tree
     try:
-        launch.stop_pids({child.pid}, timeout_s=10)
-        assert child.wait(10) is not None
+        child_pid = int(root.stdout.readline())
+        tracker = launch.HaproxyTracker(root.pid, interval_s=0.05)
+        with tracker:
+            deadline = time.monotonic() + 10
+            while child_pid not in tracker.seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert set(tracker.seen) == {child_pid}
+            root.stdin.write("\n")  # root exits; its haproxy lives on
+            root.stdin.close()
+            root.wait(10)
+            assert psutil.Process(child_pid).is_running()
+        # Leaving the tracker stopped exactly the haproxy it saw.
+        assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == "zombie"
         assert bystander.poll() is None
     finally:
-        for proc in (child, bystander):
-            proc.kill()
-            proc.wait()
+        bystander.kill()
+        bystander.wait()
+        root.kill()
+        root.wait()
+
+
+def test_the_tracker_grace_lets_a_clean_shutdown_finish_first() -> None:
+    tracker = launch.HaproxyTracker(os.getpid())
+    started = time.monotonic()
+    tracker.stop(grace_s=5)  # nothing was seen: returns at once
+    assert time.monotonic() - started < 2
 
 
 def test_serve_run_gets_sigint_back_when_started_from_a_background_job(tmp_path) -> None:

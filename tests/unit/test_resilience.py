@@ -1,4 +1,4 @@
-"""Admission, deadlines, memory guard, retry, TTL cache and auth: each on its own."""
+"""Admission, deadlines, memory guard, retry and the cache key: each on its own."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from deployments.admission.auth import BearerAuth, load_token
 from deployments.admission.inflight import Admission, Deadline
 from deployments.admission.memory_guard import MemoryGuard, cgroup_memory, memory_guarded
 from deployments.admission.resilience import ResultCache, retry_transient
 from deployments.config import MemoryGuardConfig
-from deployments.errors import BadRequest, DeadlineExceeded, Overloaded, Unauthorized
+from deployments.errors import BadRequest, DeadlineExceeded, Overloaded
 
 
 class Clock:
@@ -228,7 +227,7 @@ def test_non_transient_errors_are_not_retried() -> None:
     assert calls == [1]
 
 
-# ---- TTL cache ------------------------------------------------------------------------
+# ---- result cache key ------------------------------------------------------------------------
 
 
 def test_cache_key_is_canonical_and_versioned() -> None:
@@ -238,42 +237,18 @@ def test_cache_key_is_canonical_and_versioned() -> None:
     assert a != ResultCache.key("m", "1", [{"x": 1, "y": 3}])
 
 
-def test_cache_hits_misses_bound_and_expiry() -> None:
-    cache = ResultCache(enabled=True, ttl_s=0.2, max_entries=2)
-    assert cache.get("a") is None
-    cache.put("a", 1)
-    assert cache.get("a") == 1
-    cache.put("b", 2)
-    cache.put("c", 3)
-    assert len(cache) == 2
-    time.sleep(0.25)
-    assert cache.get("c") is None
-    assert (cache.hits, cache.misses) == (1, 2)
-    off = ResultCache(enabled=False, ttl_s=10, max_entries=10)
-    off.put("a", 1)
-    assert off.get("a") is None and off.misses == 0
-
-
-# ---- auth -----------------------------------------------------------------------------
-
-
-def test_bearer_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    BearerAuth(None).check(None)  # off: everything passes
-    auth = BearerAuth("s3cret")
-    auth.check("Bearer s3cret")
-    for header in (None, "", "Bearer", "Basic s3cret", "Bearer wrong"):
-        with pytest.raises(Unauthorized) as info:
-            auth.check(header)
-        assert info.value.status_code == 401 and info.value.headers() == {
-            "WWW-Authenticate": "Bearer"
-        }
-    monkeypatch.setenv("TOKEN_UNDER_TEST", "from-env")
-    assert load_token("TOKEN_UNDER_TEST", None) == "from-env"
-    secret = tmp_path / "token"
-    secret.write_text("from-file\n")
-    assert load_token("TOKEN_UNDER_TEST", secret) == "from-file"
-    monkeypatch.delenv("TOKEN_UNDER_TEST")
-    assert load_token("TOKEN_UNDER_TEST", None) is None
+def test_admission_weighs_request_bytes() -> None:
+    admission = Admission(max_inflight=100, max_inflight_bytes=1000)
+    with admission.admit(600), admission.admit(400):
+        assert admission.inflight_bytes == 1000
+        with pytest.raises(Overloaded) as info, admission.admit(1):
+            pass
+        assert info.value.details[0]["reason"] == "inflight_bytes"
+        assert info.value.headers()["Retry-After"]
+    assert admission.inflight_bytes == 0 and admission.inflight == 0
+    # A request alone is admitted whatever it weighs: the body-size limit bounds it.
+    with admission.admit(5000):
+        pass
 
 
 def test_the_inflight_limit_follows_the_queue_delay_budget() -> None:

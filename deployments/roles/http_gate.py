@@ -1,0 +1,94 @@
+"""The one door every HTTP request passes: authentication, deny by default, then the caller's
+own rate limit. Routes never check either themselves, so a route added later cannot forget.
+
+Open without a token: only the exact paths in `open_paths` (health probes, which a load
+balancer or kubelet calls without credentials). Everything else, /docs and /openapi.json
+included, needs a key when auth is on.
+
+The client a rate limit counts: the authenticated client id; without auth, the caller's
+address. A peer on loopback is a proxy on this node (HAProxy, or Ray's proxy), so the last
+address it appended to `X-Forwarded-For` is the client's; a forwarded header from any other
+peer is the client's own claim and ignored. Metrics name the client's class (a configured
+override, or the default limit), never a key or an address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from deployments.admission.auth import BearerAuth, is_loopback
+from deployments.admission.rate_limit import RateLimiter
+from deployments.errors import RateLimited
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+
+
+class Gate:
+    def __init__(
+        self,
+        app: ASGIApp,
+        auth: BearerAuth,
+        limiter: RateLimiter,
+        error_parts: Callable[[BaseException], tuple[int, list[tuple[bytes, bytes]], bytes]],
+        open_paths: Iterable[str] = OPEN_PATHS,
+        on_limited: Callable[[str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.state = getattr(app, "state", None)
+        self.auth = auth
+        self.limiter = limiter
+        self.open_paths = frozenset(open_paths)
+        self._error_parts = error_parts
+        self._on_limited = on_limited
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            authorization = forwarded = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    authorization = value.decode("latin-1")
+                elif key == b"x-forwarded-for":
+                    forwarded = value
+            client = self.auth.identify(authorization)
+            limiter = self.limiter
+            if limiter.config.enabled:
+                if client is None:
+                    client = client_address(scope, forwarded)
+                try:
+                    limiter.check(client)
+                except RateLimited:
+                    if self._on_limited is not None:
+                        self._on_limited(
+                            "override" if client in limiter.config.clients else "default"
+                        )
+                    raise
+        except Exception as exc:  # noqa: BLE001 - every refusal is answered, typed
+            status, headers, body = self._error_parts(exc)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def client_address(scope: Scope, forwarded: bytes | None) -> str:
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if forwarded and is_loopback(peer):
+        last = forwarded.rsplit(b",", 1)[-1].strip()
+        if last:
+            return last.decode("latin-1")
+    return peer
