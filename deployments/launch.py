@@ -35,6 +35,8 @@ from typing import Any
 import psutil
 import yaml
 
+from deployments.admission.auth import is_loopback, load_keys, refuse_exposure_without_auth
+
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 # The serving path's settings, each measured by benchmarks/compare.py (ours with and without).
 # An operator's own value in the environment wins over each of these.
@@ -62,6 +64,22 @@ def http_address(config_path: Path) -> tuple[str, int]:
     config: dict[str, Any] = yaml.safe_load(config_path.read_text()) or {}
     http = config.get("http_options") or {}
     return str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
+
+
+def refuse_exposure(config_path: Path, host: str) -> None:
+    """Before Ray starts: a host beyond loopback needs every application's token at hand
+    (the application builder checks the same again, for `serve deploy`)."""
+    if is_loopback(host):
+        return
+    config: dict[str, Any] = yaml.safe_load(config_path.read_text()) or {}
+    for app in config.get("applications") or []:
+        args = app.get("args") or {}
+        token_file = args.get("auth_token_file")
+        keys = load_keys(
+            args.get("auth_token_env", "INFERENCE_AUTH_TOKEN"),
+            Path(token_file) if token_file else None,
+        )
+        refuse_exposure_without_auth(host, bool(keys), f"http_options.host in {config_path}")
 
 
 def listener_on(port: int) -> str | None:
@@ -167,9 +185,28 @@ def stop_processes(procs: list[psutil.Process], timeout_s: float = STOP_TIMEOUT_
             proc.kill()
 
 
+def loopback_env(base: dict[str, str]) -> dict[str, str]:
+    """What keeps a Ray that `serve run` starts here on loopback (docs/operations.md lists
+    each port and its protection). None of it applies when RAY_ADDRESS names a cluster."""
+    if base.get("RAY_ADDRESS"):
+        return {}
+    env = {
+        # Ray resolves its node address to the machine's outward IP, and its GCS, raylet,
+        # object manager, agents and workers listen there. With this flag off (as on macOS)
+        # a single node uses 127.0.0.1; it only stops `ray start` joining a cluster as a
+        # worker, which a `serve run` here never does.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+    wrapper = Path(sys.executable).parent / "inference-haproxy"
+    if wrapper.exists():
+        # HAProxy's stats and metrics pages, which Ray binds to every interface.
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+    return env
+
+
 def serve_env(python_proxy: bool, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    for key, value in FAST_PATH_ENV.items():
+    for key, value in {**FAST_PATH_ENV, **loopback_env(env)}.items():
         env.setdefault(key, value)
     if python_proxy:
         env[HA_PROXY_ENV] = "0"
@@ -204,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"no config file at {args.config}")
-    _, port = http_address(args.config)
+    host, port = http_address(args.config)
     try:
+        refuse_exposure(args.config, host)
         refuse_stale_listener(port)
-    except StaleListener as exc:
+    except (StaleListener, ValueError) as exc:
         print(f"inference-serve: {exc}", file=sys.stderr)
         return 2
     env = serve_env(args.python_proxy)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass(frozen=True)
+class Running:
+    ready_s: float  # from the command's start to /v2/health/ready answering 200
+    pid: int  # the launcher's: every process of the service is below it
+
+
 @contextmanager
 def readme_service(
     log_path: Path,
@@ -54,9 +61,8 @@ def readme_service(
     env: dict[str, str] | None = None,
     config: Path | None = None,
     cwd: Path = REPO,
-) -> Iterator[float]:
-    """Run the README's serve command (on `config` instead of serve_config.yaml if given);
-    yields the seconds it took to be ready."""
+) -> Iterator[Running]:
+    """Run the README's serve command (on `config` instead of serve_config.yaml if given)."""
     if port_open(8000):
         pytest.fail("something already listens on 127.0.0.1:8000; stop it before this test")
     argv = serve_part(readme_commands()[0])
@@ -83,7 +89,7 @@ def readme_service(
     try:
         wait_until(ready_or_exited, ready_timeout_s, "the README's serve command to be ready")
         assert proc.poll() is None, f"serve run exited early:\n{log_path.read_text()[-4000:]}"
-        yield time.monotonic() - started
+        yield Running(time.monotonic() - started, proc.pid)
     finally:
         stop(proc)
         if proc.returncode not in (0, -signal.SIGINT):

@@ -6,15 +6,19 @@ loopback, as an operator with a collector would start it.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
+import socket
 from collections.abc import Iterator
 
+import grpc
 import numpy as np
+import psutil
 import pytest
 import requests
 import tritonclient.http as triton
 
-from tests.e2e.service import BASE_URL, readme_commands, readme_service
+from tests.e2e.service import BASE_URL, Running, readme_commands, readme_service
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import MODEL, REPO, instance_from_schema, wait_until
 
@@ -30,16 +34,16 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, otlp) -> Iterator[tuple[str, float]]:
+def served(tmp_path_factory, otlp) -> Iterator[tuple[str, Running]]:
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    with readme_service(log_path, READY_TIMEOUT_S, env) as ready_s:
-        print(f"\nserve run -> ready in {ready_s:.1f}s")
-        yield BASE_URL, ready_s
+    with readme_service(log_path, READY_TIMEOUT_S, env) as running:
+        print(f"\nserve run -> ready in {running.ready_s:.1f}s")
+        yield BASE_URL, running
 
 
 def test_readme_has_the_two_commands() -> None:
@@ -50,8 +54,8 @@ def test_readme_has_the_two_commands() -> None:
 
 
 def test_v1_predict_built_from_the_published_schema(served, record_property) -> None:
-    base, ready_s = served
-    record_property("serve_run_to_ready_s", round(ready_s, 1))
+    base, running = served
+    record_property("serve_run_to_ready_s", round(running.ready_s, 1))
     info = requests.get(f"{base}/v1/models/{MODEL}", timeout=10).json()
     assert info["ready"] is True
     instance = instance_from_schema(info["input_schema"])
@@ -115,3 +119,64 @@ def test_a_sampled_request_is_traced_over_otlp_and_metrics_are_at_the_fixed_addr
         return text if all(name in text for name in wanted) else ""
 
     wait_until(scraped, 90, "service metrics at 127.0.0.1:8000/metrics")
+
+
+def test_every_listener_is_on_loopback_or_refuses_a_caller_without_ray_s_token(served) -> None:
+    """Every socket the README's command listens on, by process: on loopback, or (the
+    replicas' gRPC servers, which Ray binds to every interface) refusing a caller without
+    Ray's token, asked from this machine's outward address where it has one."""
+    _, running = served
+    listeners = listening_sockets(running.pid)
+    assert any(port == 8000 for _, port, _ in listeners), listeners
+    exposed = [(ip, port, name) for ip, port, name in listeners if not is_loopback(ip)]
+    outward = outward_address()
+    refused = {}
+    for _ip, port, name in exposed:
+        refused[(port, name)] = grpc_refuses_without_token(outward, port)
+    assert all(refused.values()), f"listening beyond loopback without auth: {refused}"
+    # What is left beyond loopback is Ray's inter-deployment gRPC, one server per replica.
+    assert all(name.startswith("ray::ServeReplica") for _, _, name in exposed), exposed
+    print(f"\n{len(listeners)} listeners, {len(exposed)} beyond loopback, each refusing")
+
+
+def listening_sockets(root_pid: int) -> list[tuple[str, int, str]]:
+    root = psutil.Process(root_pid)
+    procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+    found = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in procs:
+            try:
+                name = procs[conn.pid].cmdline()[0]
+            except (psutil.Error, IndexError):
+                name = "?"
+            found.append((conn.laddr.ip, conn.laddr.port, name))
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def outward_address() -> str:
+    """The address another machine would reach this one at (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))
+            return sock.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def grpc_refuses_without_token(host: str, port: int) -> bool:
+    # A real method of the replicas' service: an unknown one would be UNIMPLEMENTED.
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        channel.unary_unary("/ray.serve.ASGIService/HandleRequest")(b"", timeout=10)
+    except grpc.RpcError as exc:
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        channel.close()
+    return False

@@ -14,6 +14,7 @@ import copy
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,29 @@ def replica_actors(deployment: str) -> set[str]:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#")
     }
+
+
+class ErrorLines:
+    """ERROR records the serve actors (proxy, controller, every replica) log from now on:
+    Ray writes each actor's log under the session's logs/serve/, one JSON record a line."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self.folder = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+        self.offsets = {path: path.stat().st_size for path in self.folder.glob("*.log")}
+
+    def since(self) -> list[str]:
+        found = []
+        for path in self.folder.glob("*.log"):
+            with path.open("rb") as log:
+                log.seek(self.offsets.get(path, 0))
+                for line in log:
+                    if b'"levelname": "ERROR"' in line or b" ERROR " in line[:80]:
+                        found.append(f"{path.name}: {line[:400].decode(errors='replace')}")
+        return found
+
+
+@pytest.fixture
+def error_lines(service: Service) -> ErrorLines:
+    return ErrorLines()

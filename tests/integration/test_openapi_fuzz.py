@@ -1,6 +1,7 @@
 """Property-based requests generated from the service's own /openapi.json (schemathesis):
 whatever a client sends, the answer is a JSON 4xx or a 200, never a 5xx other than a 503
-carrying Retry-After. One hypothesis run per documented operation."""
+carrying Retry-After, and no ERROR in any serve actor's log. One hypothesis run per
+documented operation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 30
 
 
-def test_no_server_errors_for_any_documented_operation(service) -> None:
+def test_no_server_errors_for_any_documented_operation(service, error_lines) -> None:
     schema = schemathesis.openapi.from_url(service.url("/openapi.json"))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10, "the whole contract is documented"
@@ -44,3 +45,5 @@ def test_no_server_errors_for_any_documented_operation(service) -> None:
         except AssertionError as exc:
             failures.append(str(exc).splitlines()[0])
     assert not failures, "\n".join(failures)
+    logged = error_lines.since()
+    assert not logged, "a client's request logged an ERROR:\n" + "\n".join(logged[:5])
