@@ -7,6 +7,8 @@ shadow        primary throughput/p99: shadow off vs 10% vs 10% with a 10x slower
 overload      goodput at 256 connections vs the low-concurrency peak; rejection latency
 scaling       autoscaling timeline on live load: replicas, offered load, rps, latency (PNG)
 text          the text model: served items/s vs its raw forward pass and a FastAPI baseline
+rate_limit    two clients, one over its per-client limit: the other's goodput and p99
+ingress_memory  10,000 distinct large text requests: the ingress's RSS against its memory
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ COMMANDS = {
     "overload": "benchmarks.overload",
     "scaling": "benchmarks.scaling",
     "text": "benchmarks.text",
+    "rate_limit": "benchmarks.rate_limit",
+    "ingress_memory": "benchmarks.ingress_memory",
 }
 
 

@@ -35,7 +35,12 @@ class OpenLoopResult:
 
 
 async def _run(
-    url: str, bodies: list[bytes], rate_rps: float, duration_s: float, timeout_s: float
+    url: str,
+    bodies: list[bytes],
+    rate_rps: float,
+    duration_s: float,
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
 ) -> OpenLoopResult:
     import aiohttp
 
@@ -43,15 +48,14 @@ async def _run(
     statuses: dict[str, int] = {}
     interval = 1.0 / rate_rps
     total = int(rate_rps * duration_s)
+    sent_headers = {"content-type": "application/json", **(headers or {})}
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(body: bytes, scheduled: float) -> None:
             try:
-                async with session.post(
-                    url, data=body, headers={"content-type": "application/json"}
-                ) as resp:
+                async with session.post(url, data=body, headers=sent_headers) as resp:
                     await resp.read()
                     key = str(resp.status)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -91,6 +95,7 @@ def run_open_loop(
     rate_rps: float,
     duration_s: float,
     timeout_s: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> OpenLoopResult:
     encoded = [json.dumps(b).encode() for b in bodies]
-    return asyncio.run(_run(url, encoded, rate_rps, duration_s, timeout_s))
+    return asyncio.run(_run(url, encoded, rate_rps, duration_s, timeout_s, headers))
