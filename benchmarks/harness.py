@@ -24,7 +24,7 @@ from typing import Any
 import requests
 import yaml
 
-from deployments.launch import FAST_PATH_ENV, HaproxyTracker
+from deployments.launch import FAST_PATH_ENV, HaproxyTracker, haproxy_wrapper_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "predict_v1.lua"
@@ -120,7 +120,7 @@ class LocalService:
         from ray.serve.schema import ServeDeploySchema
 
         # By default, the serving path the README's `inference-serve` starts.
-        env = dict(FAST_PATH_ENV) if env is None else env
+        env = {**FAST_PATH_ENV, **haproxy_wrapper_env()} if env is None else env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if port_in_use(self.port):

@@ -146,5 +146,6 @@ def honour_retry_after(url: str, token: str, body: dict) -> str:
     time.sleep(wait_s)
     return f"{post(0).status_code} after waiting the {wait_s} s it said"
 
+
 if __name__ == "__main__":
     main()

@@ -1,9 +1,13 @@
-"""`inference-haproxy`: Ray Serve's haproxy, with its stats and metrics pages on loopback.
+"""`inference-haproxy`: Ray Serve's haproxy, with its stats and metrics pages on loopback and
+the client's address passed on.
 
 Ray Serve's HAProxy template binds its stats page (`listen stats`, 8404) and its Prometheus
 page (`frontend prometheus`, 9101) on every interface, unauthenticated, and offers a setting
 for their ports only. Ray itself reads neither (it talks to haproxy over a unix socket), so
-they can move to 127.0.0.1 without changing what Ray sees.
+they can move to 127.0.0.1 without changing what Ray sees. And the front door forwards
+requests without saying who sent them, so behind it every client has haproxy's address;
+`option forwardfor` adds the client's to X-Forwarded-For, which the ingress trusts from a
+peer on loopback only (deployments/roles/http_gate.py).
 
 The launcher points `RAY_SERVE_HAPROXY_BINARY_PATH` here. Each time Ray starts an haproxy (at
 start and on every reload), this rewrites those two sections' `bind` lines in the config file
@@ -23,13 +27,17 @@ import sys
 from pathlib import Path
 
 LOOPBACK_SECTIONS = ("frontend prometheus", "listen stats")
+FRONT_DOOR = "frontend http_frontend"
 _BIND = re.compile(r"^(\s*bind\s+)(\S*?):(\d+)(.*)$")
 _REAL_BINARY_ENV = "INFERENCE_HAPROXY_REAL_BINARY"
 
 
 def loopback_config(text: str) -> str:
-    """`text` with every bind of the stats and metrics sections on 127.0.0.1."""
+    """`text` with every bind of the stats and metrics sections on 127.0.0.1, and the front
+    door appending the client's address to X-Forwarded-For (the ingress's per-client rate
+    limit needs it: behind haproxy every peer is haproxy)."""
     out, section = [], ""
+    forwards = any(line.split()[:2] == ["option", "forwardfor"] for line in text.splitlines())
     for line in text.splitlines(keepends=True):
         if line[:1] not in (" ", "\t", "\n", "#", ""):
             section = " ".join(line.split()[:2])
@@ -39,6 +47,9 @@ def loopback_config(text: str) -> str:
                 head, _host, port, rest = match.groups()
                 line = f"{head}127.0.0.1:{port}{rest}\n"
         out.append(line)
+        if section == FRONT_DOOR and not forwards and line.lstrip().startswith("bind "):
+            out.append("    option forwardfor\n")
+            forwards = True
     return "".join(out)
 
 

@@ -197,11 +197,14 @@ def loopback_env(base: dict[str, str]) -> dict[str, str]:
         # worker, which a `serve run` here never does.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
+    return {**env, **haproxy_wrapper_env()}
+
+
+def haproxy_wrapper_env() -> dict[str, str]:
+    """HAProxy's stats and metrics pages on loopback (Ray binds them to every interface),
+    and the client's address forwarded: deployments/haproxy_loopback.py."""
     wrapper = Path(sys.executable).parent / "inference-haproxy"
-    if wrapper.exists():
-        # HAProxy's stats and metrics pages, which Ray binds to every interface.
-        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
-    return env
+    return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper)} if wrapper.exists() else {}
 
 
 def serve_env(python_proxy: bool, base: dict[str, str] | None = None) -> dict[str, str]:

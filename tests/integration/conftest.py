@@ -21,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from deployments.launch import FAST_PATH_ENV, HaproxyTracker
+from deployments.launch import FAST_PATH_ENV, HaproxyTracker, haproxy_wrapper_env
 from tests.otlp_receiver import OtlpReceiver
 from tests.support import REPO, free_port, wait_until
 
@@ -66,6 +66,7 @@ def service() -> Iterator[Service]:
         # The serving path the README's command runs: HAProxy, user code on the replica's
         # loop, gRPC handle calls (Ray's processes read these at start).
         **FAST_PATH_ENV,
+        **haproxy_wrapper_env(),
     }
     saved_env = {key: os.environ.get(key) for key in tracing_env}
     os.environ.update(tracing_env)

@@ -146,6 +146,34 @@ def test_inflight_cap_sheds_with_retry_after(service, restore) -> None:
             assert r.json()["details"][0]["reason"] == "inflight_limit"
 
 
+def test_a_client_over_its_rate_gets_429_and_is_admitted_after_its_retry_after(
+    service, restore
+) -> None:
+    limited = with_user_config(
+        service.config,
+        "Ingress",
+        rate_limit={"enabled": True, "requests_per_s": 1, "burst": 3},
+        shadow_sample_rate=0.25,
+        cache_mode="off",
+    )
+    service.deploy(limited)
+    wait_for_config(service, lambda r: r["sample_rate"] == 0.25, "the rate-limited ingress")
+    # Without auth the client is its address: this test's, as HAProxy forwards it.
+    answers = [post(service) for _ in range(8)]
+    codes = [r.status_code for r in answers]
+    assert set(codes) == {200, 429} and codes.index(429) <= 3, codes
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["code"] == "rate_limited"
+    wait_s = int(refused.headers["Retry-After"])
+    assert 1 <= wait_s <= 2
+    # Honouring the header is the contract under test: wait exactly what it said.
+    time.sleep(wait_s)
+    assert post(service).status_code == 200
+    # Health probes are never rate limited: an orchestrator must always reach them.
+    probes = [requests.get(service.url("/v2/health/live"), timeout=10) for _ in range(10)]
+    assert {r.status_code for r in probes} == {200}
+
+
 def test_deadline_header(service) -> None:
     resp = post(service, headers={"x-request-deadline-ms": "1"})
     assert resp.status_code in (200, 504)  # 1 ms is usually, not always, too short

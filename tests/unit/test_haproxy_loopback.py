@@ -1,4 +1,5 @@
-"""The haproxy wrapper: Ray's stats and metrics pages moved to loopback, nothing else."""
+"""The haproxy wrapper: Ray's stats and metrics pages moved to loopback, the client's address
+forwarded, nothing else."""
 
 from __future__ import annotations
 
@@ -33,7 +34,15 @@ def test_only_the_stats_and_metrics_binds_move_to_loopback() -> None:
     assert "    bind *:8000\n" in out, "the front door stays where http_options.host says"
     assert "server s1 127.0.0.1:35001 check" in out
     assert loopback_config(out) == out, "idempotent"
-    assert len(out.splitlines()) == len(RAY_CONFIG.splitlines())
+    assert len(out.splitlines()) == len(RAY_CONFIG.splitlines()) + 1
+
+
+def test_the_front_door_passes_the_client_address_on_once() -> None:
+    out = loopback_config(RAY_CONFIG)
+    front = out.split("frontend http_frontend\n")[1].split("backend")[0]
+    assert front.splitlines()[:2] == ["    bind *:8000", "    option forwardfor"]
+    assert out.count("option forwardfor") == 1
+    assert loopback_config(out).count("option forwardfor") == 1
 
 
 def test_the_file_is_rewritten_in_place(tmp_path: Path) -> None:
