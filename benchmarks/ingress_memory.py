@@ -36,7 +36,7 @@ def body(index: int) -> bytes:
     texts = []
     for j in range(TEXTS_PER_REQUEST):
         words = f"request {index} text {j} about fraud"
-        texts.append(words + " " * (TEXT_BYTES - len(words)))
+        texts.append({"text": words + " " * (TEXT_BYTES - len(words))})
     return json.dumps({"instances": texts}).encode()
 
 

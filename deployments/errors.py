@@ -124,55 +124,42 @@ class NotReady(ServingError):
         return {"Retry-After": _seconds(self.retry_after_s)}
 
 
-class Overloaded(ServingError):
+class ComeBackLater(ServingError):
+    """A refusal that tells the client when to retry: `Retry-After` and `retry_after_s`."""
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.details, self.retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": _seconds(self.retry_after_s)}
+
+    def to_body(self) -> dict[str, Any]:
+        return {**super().to_body(), "retry_after_s": self.retry_after_s}
+
+
+class Overloaded(ComeBackLater):
     """Admission refused the request; the client should come back after `retry_after_s`."""
 
     status_code = 503
     code = "overloaded"
 
-    def __init__(
-        self,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-        retry_after_s: float = 1.0,
-    ) -> None:
-        super().__init__(message, details)
-        self.retry_after_s = retry_after_s
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.details, self.retry_after_s))
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": _seconds(self.retry_after_s)}
-
-    def to_body(self) -> dict[str, Any]:
-        return {**super().to_body(), "retry_after_s": self.retry_after_s}
-
-
-class RateLimited(ServingError):
+class RateLimited(ComeBackLater):
     """This client is over its own rate limit (the service may be idle); back off for
-    `retry_after_s`. 429, not 503: only this client should slow down."""
+    `retry_after_s`. 429, not 503: only this client should slow down. Not an Overloaded:
+    admission's rejection count and metrics are the service's, not one client's."""
 
     status_code = 429
     code = "rate_limited"
-
-    def __init__(
-        self,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-        retry_after_s: float = 1.0,
-    ) -> None:
-        super().__init__(message, details)
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.details, self.retry_after_s))
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": _seconds(self.retry_after_s)}
-
-    def to_body(self) -> dict[str, Any]:
-        return {**super().to_body(), "retry_after_s": self.retry_after_s}
 
 
 class InferenceFailed(ServingError):

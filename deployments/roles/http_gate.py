@@ -20,6 +20,7 @@ from typing import Any
 from deployments.admission.auth import BearerAuth, is_loopback
 from deployments.admission.rate_limit import RateLimiter
 from deployments.errors import RateLimited
+from deployments.roles.http_inference import send_whole
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -72,15 +73,7 @@ class Gate:
                         )
                     raise
         except Exception as exc:  # noqa: BLE001 - every refusal is answered, typed
-            status, headers, body = self._error_parts(exc)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await send_whole(send, *self._error_parts(exc))
             return
         await self.app(scope, receive, send)
 

@@ -154,14 +154,21 @@ class HotRoutes:
             status, extra = 200, _JSON
         except Exception as exc:  # noqa: BLE001 - every failure is answered, typed
             status, extra, content = self._error_parts(exc)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*extra, (b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await send_whole(send, status, extra, content)
+
+
+async def send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    """One complete ASGI response: start (with its length) and body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
