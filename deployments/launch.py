@@ -11,11 +11,12 @@
 - Ctrl-C (or SIGTERM) stops `serve run`, which shuts Ray down; then each haproxy that ran
   under `serve run`'s process tree is stopped by its pid (it can outlive Ray).
 
+- Refuses an `http_options.host` beyond loopback without an API key, and keeps a local Ray
+  on loopback (`loopback_env`; docs/operations.md, "What listens where").
+
 `--python-proxy` (or `RAY_SERVE_ENABLE_HA_PROXY=0` in the environment) keeps Ray's Python
-proxy. In HAProxy mode Ray binds the Ingress replica's own HTTP port to all interfaces (so
-HAProxy on another node can reach it); HAProxy itself listens where `http_options` says
-(127.0.0.1 in serve_config.yaml). On a shared network, firewall the replica ports or use
-`--python-proxy`.
+proxy. HAProxy and the Ingress replica's own HTTP port listen where `http_options.host` says
+(127.0.0.1 in serve_config.yaml; with no host, Serve's HAProxy mode uses every interface).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,10 +62,13 @@ class StaleListener(RuntimeError):
     pass
 
 
-def http_address(config_path: Path) -> tuple[str, int]:
+def http_address(config_path: Path, haproxy: bool = False) -> tuple[str, int]:
+    """Where Serve will listen. With no host set, Serve's default: loopback, but every
+    interface in HAProxy mode (so that HAProxy on other nodes can reach the replicas)."""
     config: dict[str, Any] = yaml.safe_load(config_path.read_text()) or {}
     http = config.get("http_options") or {}
-    return str(http.get("host", "127.0.0.1")), int(http.get("port", 8000))
+    host = http.get("host") or ("0.0.0.0" if haproxy else "127.0.0.1")
+    return str(host), int(http.get("port") or 8000)
 
 
 def refuse_exposure(config_path: Path, host: str) -> None:
@@ -125,7 +130,14 @@ class HaproxyTracker:
     def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
         self.root_pid = root_pid
         self.interval_s = interval_s
+        # Held, not looked up again: once the root exits its pid may name someone else.
+        try:
+            self._root: psutil.Process | None = psutil.Process(root_pid)
+        except psutil.Error:
+            self._root = None
+        # The ones still running (each reload starts one and retires one).
         self.seen: dict[int, psutil.Process] = {}
+        self.ever_seen = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,8 +153,12 @@ class HaproxyTracker:
         self.stop()
 
     def sample(self) -> None:
+        self.seen = {pid: proc for pid, proc in self.seen.items() if proc.is_running()}
+        root = self._root
+        if root is None or not root.is_running():
+            return
         try:
-            descendants = psutil.Process(self.root_pid).children(recursive=True)
+            descendants = root.children(recursive=True)
         except psutil.Error:
             return
         for proc in descendants:
@@ -151,6 +167,7 @@ class HaproxyTracker:
             with contextlib.suppress(psutil.Error):
                 if proc.name() == "haproxy":
                     self.seen[proc.pid] = proc
+                    self.ever_seen += 1
 
     def running(self) -> list[psutil.Process]:
         return [proc for proc in self.seen.values() if proc.is_running()]
@@ -203,8 +220,9 @@ def loopback_env(base: dict[str, str]) -> dict[str, str]:
 def haproxy_wrapper_env() -> dict[str, str]:
     """HAProxy's stats and metrics pages on loopback (Ray binds them to every interface),
     and the client's address forwarded: deployments/haproxy_loopback.py."""
-    wrapper = Path(sys.executable).parent / "inference-haproxy"
-    return {"RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper)} if wrapper.exists() else {}
+    beside = Path(sys.executable).parent / "inference-haproxy"
+    wrapper = str(beside) if beside.exists() else shutil.which("inference-haproxy")
+    return {"RAY_SERVE_HAPROXY_BINARY_PATH": wrapper} if wrapper else {}
 
 
 def serve_env(python_proxy: bool, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -244,14 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"no config file at {args.config}")
-    host, port = http_address(args.config)
+    env = serve_env(args.python_proxy)
+    host, port = http_address(args.config, haproxy=env[HA_PROXY_ENV] == "1")
     try:
         refuse_exposure(args.config, host)
         refuse_stale_listener(port)
     except (StaleListener, ValueError) as exc:
         print(f"inference-serve: {exc}", file=sys.stderr)
         return 2
-    env = serve_env(args.python_proxy)
+    if env[HA_PROXY_ENV] == "1" and "RAY_SERVE_HAPROXY_BINARY_PATH" not in env:
+        print(
+            "inference-serve: warning: inference-haproxy is not installed beside this Python "
+            "or on PATH; HAProxy's stats (8404) and metrics (9101) pages will listen on every "
+            "interface",
+            file=sys.stderr,
+        )
     mode = "HAProxy" if env[HA_PROXY_ENV] == "1" else "Python proxy"
     print(f"inference-serve: serve run {args.config} ({mode} on port {port})", flush=True)
     proc = start_serve_run(args.config, env)

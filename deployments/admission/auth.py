@@ -1,8 +1,9 @@
 """Bearer-token authentication for the data plane, and the rule that exposure needs it.
 
 Keys come from an environment variable (one token) or a file (a mounted Kubernetes Secret):
-one key per line, either a bare token or `<client-id>:<token>`; blank lines and `#` comments
-are skipped. The client id names the caller in rate limits and logs, so a raw key never
+one key per line, either a bare token or `<client-id>:<token>` (so a token with a ':' in it
+needs its client id in front); blank lines and `#` comments are skipped. A token has at
+least 16 characters. The client id names the caller in rate limits and logs, so a raw key never
 appears there; a bare token's id is `key-` plus the first 8 hex digits of its SHA-256.
 
 Lookup is by the SHA-256 of the presented token: one dict probe whatever the number of keys,
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from deployments.errors import Unauthorized
 
+# A guessable key is no key; 16 characters of hex is 64 bits.
+MIN_TOKEN_CHARS = 16
 _CLIENT_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -45,7 +48,13 @@ def parse_keys(text: str, source: str) -> dict[str, str]:
         if not token or not client or not set(client) <= _CLIENT_ID_CHARS:
             raise ValueError(
                 f"{source} line {number}: expected '<token>' or '<client-id>:<token>' with "
-                "a client id of letters, digits, '-', '_' or '.'"
+                "a client id of letters, digits, '-', '_' or '.' (a token containing ':' "
+                "needs its client id in front)"
+            )
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"{source} line {number}: a token needs at least {MIN_TOKEN_CHARS} characters "
+                "(e.g. `openssl rand -hex 32`)"
             )
         if token in keys:
             raise ValueError(f"{source} line {number}: this token is listed twice")
@@ -64,6 +73,11 @@ def load_keys(env_var: str, path: Path | None) -> dict[str, str]:
             raise ValueError(f"auth_token_file {path} cannot be read: {exc}") from exc
         return parse_keys(text, f"auth_token_file {path}")
     token = (os.environ.get(env_var) or "").strip()
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"the token in {env_var} has {len(token)} characters; it needs at least "
+            f"{MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`)"
+        )
     return {token: anonymous_id(token)} if token else {}
 
 

@@ -81,8 +81,7 @@ class Admission:
         return min(self.max_retry_after_s, max(1.0, math.ceil(self.inflight / rate)))
 
     @contextmanager
-    def admit(self, weight_bytes: int = 0) -> Iterator[None]:
-        """One request in flight, holding `weight_bytes` of the byte budget while it is."""
+    def admit(self) -> Iterator[None]:
         limit = self.limit()
         if self.inflight >= limit:
             self.rejected += 1
@@ -92,9 +91,21 @@ class Admission:
                 [{"reason": "inflight_limit", "inflight": self.inflight, "limit": limit}],
                 self.retry_after_s(),
             )
-        # A request alone is always admitted (one larger than the budget is refused by the
-        # body-size limit, not here); otherwise the bodies in flight stay within the budget.
-        if self.inflight_bytes and self.inflight_bytes + weight_bytes > self.max_inflight_bytes:
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self._done.append(self._clock())
+
+    @contextmanager
+    def hold_bytes(self, size_bytes: int) -> Iterator[None]:
+        """A received body's bytes, held against the budget until its request is done.
+
+        Charged once the body has arrived, not from its declared length: a client trickling
+        a body would otherwise hold budget it never sent. A body alone is always admitted
+        (one over max_request_bytes was refused while it was read)."""
+        if self.inflight_bytes and self.inflight_bytes + size_bytes > self.max_inflight_bytes:
             self.rejected += 1
             raise Overloaded(
                 f"{self.inflight_bytes} request bytes in flight, the byte budget of this "
@@ -108,14 +119,11 @@ class Admission:
                 ],
                 self.retry_after_s(),
             )
-        self.inflight += 1
-        self.inflight_bytes += weight_bytes
+        self.inflight_bytes += size_bytes
         try:
             yield
         finally:
-            self.inflight -= 1
-            self.inflight_bytes -= weight_bytes
-            self._done.append(self._clock())
+            self.inflight_bytes -= size_bytes
 
 
 class Deadline:

@@ -38,6 +38,7 @@ from deployments.telemetry.tracing import current_trace_id, current_traceparent
 logger = logging.getLogger("ray.serve")
 
 READY_PROBE_TIMEOUT_S = 2.0
+READY_CACHE_S = 1.0
 NO_DEADLINE = Deadline(None)
 
 
@@ -111,6 +112,8 @@ class DataPlane:
         )
         self.cache = self._cache(config)
         self.limiter = RateLimiter(config.rate_limit)
+        self._readiness: dict[str, tuple[float, bool]] = {}
+        self._probes: dict[str, asyncio.Future[bool]] = {}
         self.memory = MemoryGuard(config.memory)
         for served in models.values():
             served.batcher = self._batcher(served)
@@ -183,6 +186,23 @@ class DataPlane:
         return served
 
     async def is_ready(self, served: ServedModel) -> bool:
+        """Whether the model's deployments answer. Health paths are open to anyone without a
+        token, so each model is asked at most once per READY_CACHE_S however often they are
+        called: one probe in flight, shared, and its answer kept that long."""
+        now = time.monotonic()
+        kept = self._readiness.get(served.name)
+        if kept is not None and now - kept[0] < READY_CACHE_S:
+            return kept[1]
+        probe = self._probes.get(served.name)
+        if probe is None:
+            probe = asyncio.ensure_future(self._probe_ready(served))
+            self._probes[served.name] = probe
+            probe.add_done_callback(lambda _: self._probes.pop(served.name, None))
+        ready = await asyncio.shield(probe)
+        self._readiness[served.name] = (time.monotonic(), ready)
+        return ready
+
+    async def _probe_ready(self, served: ServedModel) -> bool:
         try:
             checks = [served.model.ready.remote()]
             if served.validator is not None:
@@ -197,20 +217,28 @@ class DataPlane:
     # ---- inference -----------------------------------------------------------------------
 
     @contextmanager
-    def admitted(
-        self, served: ServedModel, deadline_header: str | None, weight_bytes: int = 0
-    ) -> Iterator[Deadline]:
-        """Deadline, memory and in-flight admission (requests and their bytes): all before
-        any work is done."""
+    def admitted(self, served: ServedModel, deadline_header: str | None) -> Iterator[Deadline]:
+        """Deadline, memory and in-flight admission: all before any work is done."""
         deadline = Deadline.from_header(deadline_header, self.config.max_deadline_ms)
         with ExitStack() as stack:
             try:
                 self.memory.check()
-                stack.enter_context(self.admission.admit(weight_bytes))
+                stack.enter_context(self.admission.admit())
             except Overloaded as exc:
                 self._metric("rejections", served.name, {"reason": exc.details[0]["reason"]})
                 raise
             yield deadline
+
+    @contextmanager
+    def holding(self, served: ServedModel, body_bytes: int) -> Iterator[None]:
+        """A received body's bytes held against the ingress's byte budget."""
+        try:
+            with self.admission.hold_bytes(body_bytes):
+                yield
+        except Overloaded as exc:
+            if exc.details and exc.details[0].get("reason") == "inflight_bytes":
+                self._metric("rejections", served.name, {"reason": "inflight_bytes"})
+            raise
 
     async def infer(
         self,

@@ -2,8 +2,9 @@
 own rate limit. Routes never check either themselves, so a route added later cannot forget.
 
 Open without a token: only the exact paths in `open_paths` (health probes, which a load
-balancer or kubelet calls without credentials). Everything else, /docs and /openapi.json
-included, needs a key when auth is on.
+balancer or kubelet calls without credentials), compared as routing sees them (without a
+route prefix). Everything else, /docs, /openapi.json and WebSockets included, needs a key
+when auth is on; a failed key costs its sender's address a token of its bucket.
 
 The client a rate limit counts: the authenticated client id; without auth, the caller's
 address. A peer on loopback is a proxy on this node (HAProxy, or Ray's proxy), so the last
@@ -17,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from starlette._utils import get_route_path
+
 from deployments.admission.auth import BearerAuth, is_loopback
 from deployments.admission.rate_limit import RateLimiter
-from deployments.errors import RateLimited
+from deployments.errors import RateLimited, Unauthorized
 from deployments.roles.http_inference import send_whole
 
 Scope = MutableMapping[str, Any]
@@ -49,33 +52,54 @@ class Gate:
         self._on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        kind = scope["type"]
+        if kind == "lifespan" or (kind == "http" and route_path(scope) in self.open_paths):
             await self.app(scope, receive, send)
             return
         try:
-            authorization = forwarded = None
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    authorization = value.decode("latin-1")
-                elif key == b"x-forwarded-for":
-                    forwarded = value
-            client = self.auth.identify(authorization)
-            limiter = self.limiter
-            if limiter.config.enabled:
-                if client is None:
-                    client = client_address(scope, forwarded)
-                try:
-                    limiter.check(client)
-                except RateLimited:
-                    if self._on_limited is not None:
-                        self._on_limited(
-                            "override" if client in limiter.config.clients else "default"
-                        )
-                    raise
+            self.admit(scope)
         except Exception as exc:  # noqa: BLE001 - every refusal is answered, typed
+            if kind != "http":
+                # No WebSocket route exists; one added later is behind the same door.
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            # Counted by RequestTelemetry, which reads the app's state from the scope.
+            scope["app"] = self.app
             await send_whole(send, *self._error_parts(exc))
             return
         await self.app(scope, receive, send)
+
+    def admit(self, scope: Scope) -> None:
+        """Raises Unauthorized or RateLimited; returns when the request may go on."""
+        authorization = forwarded = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-forwarded-for":
+                forwarded = value
+        limiter = self.limiter
+        try:
+            client = self.auth.identify(authorization)
+        except Unauthorized:
+            # Guessing keys costs the guesser its address's bucket, like any request.
+            if limiter.config.enabled:
+                self._check(client_address(scope, forwarded))
+            raise
+        if limiter.config.enabled:
+            self._check(client if client is not None else client_address(scope, forwarded))
+
+    def _check(self, client: str) -> None:
+        try:
+            self.limiter.check(client)
+        except RateLimited:
+            if self._on_limited is not None:
+                self._on_limited("override" if client in self.limiter.config.clients else "default")
+            raise
+
+
+def route_path(scope: Scope) -> str:
+    """The path routes match on: without Serve's route prefix or a proxy's root_path."""
+    return get_route_path(scope)
 
 
 def client_address(scope: Scope, forwarded: bytes | None) -> str:

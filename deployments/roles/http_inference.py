@@ -16,6 +16,8 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from starlette._utils import get_route_path
+
 from deployments.admission.inflight import DEADLINE_HEADER
 from deployments.errors import MethodNotAllowed, PayloadTooLarge
 from deployments.protocol import v1, v2
@@ -39,13 +41,13 @@ class Inference:
     async def predict_v1(self, name: str, headers: Headers, body: AsyncIterator[bytes]) -> bytes:
         plane = self.plane
         served = plane.served(name)
-        with plane.admitted(
-            served, headers.get(DEADLINE_HEADER), self.weight_bytes(headers)
-        ) as deadline:
-            instances = v1.parse_predict(await self.json_body(headers, body), served.max_rows)
-            prediction = await plane.infer(
-                served, "v1", instances, instances, deadline, headers.get("x-request-id", "")
-            )
+        with plane.admitted(served, headers.get(DEADLINE_HEADER)) as deadline:
+            raw = await self.read_body(headers, body)
+            with plane.holding(served, len(raw)):
+                instances = v1.parse_predict(parse_json(raw, self.limits), served.max_rows)
+                prediction = await plane.infer(
+                    served, "v1", instances, instances, deadline, headers.get("x-request-id", "")
+                )
         return json_response_bytes(
             {
                 "predictions": served.kind.encode_v1(prediction.outputs),
@@ -59,14 +61,14 @@ class Inference:
     ) -> bytes:
         plane = self.plane
         served = plane.served(name, version)
-        with plane.admitted(
-            served, headers.get(DEADLINE_HEADER), self.weight_bytes(headers)
-        ) as deadline:
-            infer = v2.parse_infer(await self.json_body(headers, body))
-            cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
-            prediction = await plane.infer(
-                served, "v2", infer.inputs, cache_key, deadline, headers.get("x-request-id", "")
-            )
+        with plane.admitted(served, headers.get(DEADLINE_HEADER)) as deadline:
+            raw = await self.read_body(headers, body)
+            with plane.holding(served, len(raw)):
+                infer = v2.parse_infer(parse_json(raw, self.limits))
+                cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
+                prediction = await plane.infer(
+                    served, "v2", infer.inputs, cache_key, deadline, headers.get("x-request-id", "")
+                )
         requested = [o.name for o in infer.outputs] if infer.outputs else None
         answer: dict[str, Any] = {
             "model_name": name,
@@ -77,14 +79,7 @@ class Inference:
             answer["id"] = infer.id
         return json_response_bytes(answer)
 
-    def weight_bytes(self, headers: Headers) -> int:
-        """What a request weighs in admission: its declared size, else the most it may send."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit():
-            return min(int(declared), self.max_request_bytes)
-        return self.max_request_bytes
-
-    async def json_body(self, headers: Headers, body: AsyncIterator[bytes]) -> Any:
+    async def read_body(self, headers: Headers, body: AsyncIterator[bytes]) -> bytes:
         limit = self.max_request_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -94,7 +89,7 @@ class Inference:
             received += chunk
             if len(received) > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        return parse_json(bytes(received), self.limits)
+        return bytes(received)
 
 
 class _Route:
@@ -126,7 +121,7 @@ class HotRoutes:
         self._error_parts = error_parts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _PATTERN.match(scope["path"]) if scope["type"] == "http" else None
+        match = _PATTERN.match(get_route_path(scope)) if scope["type"] == "http" else None
         if match is None:
             await self.app(scope, receive, send)
             return

@@ -98,7 +98,7 @@ def readme_service(
     wait_until(lambda: not port_open(8000), 30, "port 8000 to be released after shutdown")
     # HAProxy can outlive Ray; the launcher stops the ones it started.
     haproxies.close()
-    assert haproxies.seen, "no haproxy ran under the README's command (is HAProxy mode off?)"
+    assert haproxies.ever_seen, "no haproxy ran under the README's command (HAProxy mode off?)"
     assert not haproxies.running(), f"haproxy outlived the service: {haproxies.running()}"
 
 

@@ -216,7 +216,8 @@ class ErrorLines:
             with path.open("rb") as log:
                 log.seek(self.offsets.get(path, 0))
                 for line in log:
-                    if b'"levelname": "ERROR"' in line or b" ERROR " in line[:80]:
+                    # JSON records (replicas) or Ray's text format (controller, proxy).
+                    if b'"levelname": "ERROR"' in line or line.startswith(b"ERROR "):
                         found.append(f"{path.name}: {line[:400].decode(errors='replace')}")
         return found
 

@@ -23,6 +23,7 @@ from tests.support import MODEL, wait_until
 pytestmark = pytest.mark.slow
 PREDICT = f"/v1/models/{MODEL}:predict"
 REPLACEMENT_DEADLINE_S = 30
+TOKEN = "t0k3n-integration-0001"
 REPLICA = f"ModelReplica-{MODEL}"
 SHADOW = f"ShadowReplica-{MODEL}"
 
@@ -202,13 +203,14 @@ def test_result_cache_hits_are_counted(service) -> None:
 
 def test_bearer_auth_when_a_token_is_configured(service, restore) -> None:
     secured = copy.deepcopy(service.config)
-    secured["applications"][0]["runtime_env"] = {"env_vars": {"INFERENCE_AUTH_TOKEN": "t0k3n"}}
+    env_vars = {"INFERENCE_AUTH_TOKEN": TOKEN}
+    secured["applications"][0]["runtime_env"] = {"env_vars": env_vars}
     service.deploy(secured)
     wait_until(lambda: post(service).status_code == 401, 120, "auth to be enforced")
     resp = post(service)
     assert resp.headers["WWW-Authenticate"] == "Bearer" and resp.json()["code"] == "unauthorized"
     assert post(service, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert post(service, headers={"Authorization": "Bearer t0k3n"}).status_code == 200
+    assert post(service, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     # Health probes stay open to kubelets and load balancers without the token (the fresh
     # ingress's first probes may still see a model warming its handles: poll, briefly).
     wait_until(

@@ -31,13 +31,14 @@ def test_off_without_keys_and_every_bad_header_refused_with_a_challenge() -> Non
 
 def test_a_key_file_names_its_clients_and_never_the_key(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    keys.write_text("# rotated 2026-12\nteam-a:aaaa\n\n  bbbb  \n")
+    a, b = "a" * 32, "b" * 32
+    keys.write_text(f"# rotated 2026-12\nteam-a:{a}\n\n  {b}  \n")
     loaded = load_keys("UNSET_VARIABLE_FOR_TEST", keys)
-    assert loaded == {"aaaa": "team-a", "bbbb": anonymous_id("bbbb")}
-    assert "bbbb" not in anonymous_id("bbbb")
+    assert loaded == {a: "team-a", b: anonymous_id(b)}
+    assert b[:8] not in anonymous_id(b)
     auth = BearerAuth(loaded)
-    assert auth.identify("Bearer aaaa") == "team-a"
-    assert auth.identify("Bearer bbbb").startswith("key-")
+    assert auth.identify(f"Bearer {a}") == "team-a"
+    assert auth.identify(f"Bearer {b}").startswith("key-")
 
 
 @pytest.mark.parametrize(
@@ -45,9 +46,11 @@ def test_a_key_file_names_its_clients_and_never_the_key(tmp_path: Path) -> None:
     [
         ("", "holds no key"),
         ("# only a comment\n", "holds no key"),
-        ("team a:tok\n", "line 1"),
-        (":tok\n", "line 1"),
-        ("a:x\nb:x\n", "listed twice"),
+        ("team a:" + "t" * 20 + "\n", "line 1"),
+        (":" + "t" * 20 + "\n", "line 1"),
+        ("a:" + "x" * 20 + "\nb:" + "x" * 20 + "\n", "listed twice"),
+        ("team-a:short\n", "at least 16 characters"),
+        ("short\n", "at least 16 characters"),
     ],
 )
 def test_a_bad_key_file_says_which_line(text: str, problem: str) -> None:
@@ -58,11 +61,15 @@ def test_a_bad_key_file_says_which_line(text: str, problem: str) -> None:
 def test_the_file_wins_and_an_unreadable_one_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TOKEN_UNDER_TEST", "from-env")
-    assert load_keys("TOKEN_UNDER_TEST", None) == {"from-env": anonymous_id("from-env")}
+    monkeypatch.setenv("TOKEN_UNDER_TEST", "from-the-environment")
+    from_env = load_keys("TOKEN_UNDER_TEST", None)
+    assert from_env == {"from-the-environment": anonymous_id("from-the-environment")}
     secret = tmp_path / "token"
-    secret.write_text("from-file\n")
-    assert list(load_keys("TOKEN_UNDER_TEST", secret)) == ["from-file"]
+    secret.write_text("from-the-secret-file\n")
+    assert list(load_keys("TOKEN_UNDER_TEST", secret)) == ["from-the-secret-file"]
+    monkeypatch.setenv("TOKEN_UNDER_TEST", "short")
+    with pytest.raises(ValueError, match="at least 16"):
+        load_keys("TOKEN_UNDER_TEST", None)
     with pytest.raises(ValueError, match="cannot be read"):
         load_keys("TOKEN_UNDER_TEST", tmp_path / "missing")
     monkeypatch.delenv("TOKEN_UNDER_TEST")

@@ -133,7 +133,9 @@ def test_limits_change_at_runtime_and_an_override_names_its_class(models: dict[s
 
         assert await statuses("aaaa", 20) == [200] * 20, "team-a's own, larger burst"
         assert await statuses("bbbb", 2) == [200, 429], "the default for everyone else"
-        plane.reconfigure(IngressConfig(rate_limit={"enabled": False}))
+        # Off, with the same limits kept for when it is back on.
+        off = {"enabled": False, "requests_per_s": 0.01, "burst": 1, "clients": generous}
+        plane.reconfigure(IngressConfig(rate_limit=off))
         assert await statuses("bbbb", 5) == [200] * 5
         # A change keeps each bucket's level: team-a still holds most of its 50.
         plane.reconfigure(limited(0.01, 1, clients=strict))
@@ -160,3 +162,68 @@ def test_a_proxy_on_loopback_names_the_client_and_anyone_else_cannot() -> None:
     direct = {"client": ("198.51.100.4", 5000)}
     assert client_address(direct, b"127.0.0.1") == "198.51.100.4", "a claim is not trusted"
     assert client_address({}, None) == "unknown"
+
+
+def test_open_paths_are_matched_as_routing_sees_them() -> None:
+    from deployments.roles.http_gate import route_path
+
+    assert route_path({"path": "/api/v2/health/live", "root_path": "/api"}) == "/v2/health/live"
+    assert route_path({"path": "/v2/health/live", "root_path": ""}) == "/v2/health/live"
+
+
+def test_guessing_keys_costs_the_guesser_its_bucket(models: dict[str, Any]) -> None:
+    async def scenario(http: httpx.AsyncClient, _plane: Any) -> list[int]:
+        return [
+            (await http.get("/v1/models", headers=bearer("guess"))).status_code for _ in range(4)
+        ]
+
+    statuses = run(models, scenario, config=limited(0.01, 2), keys=KEYS, client=("10.0.0.9", 1))
+    assert statuses == [401, 401, 429, 429]
+
+
+def test_a_refusal_at_the_gate_is_counted_by_its_status(models: dict[str, Any]) -> None:
+    from deployments.telemetry.request_telemetry import TelemetryTarget
+
+    answered: list[int] = []
+
+    class Recorder:
+        def answered(self, model, version, endpoint, status, elapsed_ms) -> None:  # noqa: ANN001
+            answered.append(status)
+
+    async def scenario(http: httpx.AsyncClient, _plane: Any) -> None:
+        await http.get("/v1/models")
+
+    app, plane = http_app(models, keys=KEYS)
+    app.state.telemetry = TelemetryTarget(Recorder(), {"fraud-risk": "1"})
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await scenario(http, plane)
+
+    asyncio.run(go())
+    assert answered == [401]
+
+
+def test_a_websocket_without_a_key_is_closed() -> None:
+    from deployments.admission.auth import BearerAuth
+    from deployments.admission.rate_limit import RateLimitConfig, RateLimiter
+    from deployments.roles.http import error_parts
+    from deployments.roles.http_gate import Gate
+
+    reached: list[str] = []
+
+    async def inner(scope, receive, send) -> None:  # noqa: ANN001
+        reached.append(scope["type"])
+
+    sent: list[dict] = []
+
+    async def send(message) -> None:  # noqa: ANN001
+        sent.append(message)
+
+    gate = Gate(inner, BearerAuth(KEYS), RateLimiter(RateLimitConfig()), error_parts)
+    scope = {"type": "websocket", "path": "/ws", "root_path": "", "headers": []}
+    asyncio.run(gate(scope, None, send))
+    assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    asyncio.run(gate({"type": "lifespan"}, None, send))
+    assert reached == ["lifespan"]

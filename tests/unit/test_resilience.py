@@ -239,15 +239,15 @@ def test_cache_key_is_canonical_and_versioned() -> None:
 
 def test_admission_weighs_request_bytes() -> None:
     admission = Admission(max_inflight=100, max_inflight_bytes=1000)
-    with admission.admit(600), admission.admit(400):
+    with admission.hold_bytes(600), admission.hold_bytes(400):
         assert admission.inflight_bytes == 1000
-        with pytest.raises(Overloaded) as info, admission.admit(1):
+        with pytest.raises(Overloaded) as info, admission.hold_bytes(1):
             pass
         assert info.value.details[0]["reason"] == "inflight_bytes"
         assert info.value.headers()["Retry-After"]
-    assert admission.inflight_bytes == 0 and admission.inflight == 0
-    # A request alone is admitted whatever it weighs: the body-size limit bounds it.
-    with admission.admit(5000):
+    assert admission.inflight_bytes == 0
+    # A body alone is admitted whatever it weighs: the body-size limit bounds it.
+    with admission.hold_bytes(5000):
         pass
 
 
