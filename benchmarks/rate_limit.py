@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from benchmarks.harness import (
+    OVERLOAD_LUA,
     LoadResult,
     LocalService,
     mixed_script,
@@ -37,7 +38,6 @@ from benchmarks.harness import (
 from benchmarks.openloop import run_open_loop
 from deployments.training.fraud_data import generate
 
-OVERLOAD_LUA = Path(__file__).with_name("overload.lua")
 PREDICT = "/v1/models/fraud-risk:predict"
 
 
