@@ -232,13 +232,13 @@ class DataPlane:
     @contextmanager
     def holding(self, served: ServedModel, body_bytes: int) -> Iterator[None]:
         """A received body's bytes held against the ingress's byte budget."""
-        try:
-            with self.admission.hold_bytes(body_bytes):
-                yield
-        except Overloaded as exc:
-            if exc.details and exc.details[0].get("reason") == "inflight_bytes":
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.admission.hold_bytes(body_bytes))
+            except Overloaded:
                 self._metric("rejections", served.name, {"reason": "inflight_bytes"})
-            raise
+                raise
+            yield
 
     async def infer(
         self,

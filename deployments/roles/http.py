@@ -291,6 +291,6 @@ def build_http_app(
         plane.limiter,
         error_parts,
         open_paths,
-        on_limited=lambda client_class: plane.rate_limited(client_class),
+        on_limited=plane.rate_limited,
     )
     return RequestTelemetry(gate)

@@ -15,19 +15,15 @@ override, or the default limit), never a key or an address.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette._utils import get_route_path
 
 from deployments.admission.auth import BearerAuth, is_loopback
 from deployments.admission.rate_limit import RateLimiter
 from deployments.errors import RateLimited, Unauthorized
-from deployments.roles.http_inference import send_whole
+from deployments.roles.http_inference import Receive, Scope, Send, send_whole
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
