@@ -212,12 +212,18 @@ def mixed_script(n_bodies: int = 256, seed: int = 99, extra: Path | None = None)
 
 
 def run_wrk(
-    url: str, connections: int, duration_s: int, threads: int = 2, script: Path | None = None
+    url: str,
+    connections: int,
+    duration_s: int,
+    threads: int = 2,
+    script: Path | None = None,
+    niceness: int = 0,
 ) -> LoadResult:
     wrk = require_wrk()
     script = script or mixed_script()
     out = subprocess.run(
         [
+            *(["nice", "-n", str(niceness)] if niceness else []),
             wrk,
             f"-t{min(threads, connections)}",
             f"-c{connections}",

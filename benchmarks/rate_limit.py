@@ -9,6 +9,7 @@ Retry-After, and whether greedy, honouring that Retry-After once the flood stops
 admitted again.
 
     python -m benchmarks rate_limit [--duration-s 15] [--polite-rps 50] [--limit-rps 100]
+        [--greedy-nice 19]
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--polite-rps", type=float, default=50.0)
     parser.add_argument("--limit-rps", type=float, default=100.0)
     parser.add_argument("--greedy-connections", type=int, default=32)
+    parser.add_argument(
+        "--greedy-nice",
+        type=int,
+        default=0,
+        help="run greedy's wrk at this niceness: on a shared machine, how much of the polite "
+        "client's tail is the flood generator's own CPU rather than the server's",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
 
@@ -85,7 +93,13 @@ def main(argv: list[str] | None = None) -> None:
         flood: list[LoadResult] = []
         flooder = threading.Thread(
             target=lambda: flood.append(
-                run_wrk(service.url, args.greedy_connections, args.duration_s + 4, script=script)
+                run_wrk(
+                    service.url,
+                    args.greedy_connections,
+                    args.duration_s + 4,
+                    script=script,
+                    niceness=args.greedy_nice,
+                )
             )
         )
         flooder.start()
@@ -110,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "| greedy (wrk) | value |",
         "| --- | --- |",
         f"| connections | {args.greedy_connections} |",
+        f"| niceness | {args.greedy_nice} |",
         f"| answers /s | {greedy.rps:.0f} |",
         f"| statuses | {greedy.statuses} |",
         f"| admitted (200) /s | {greedy.goodput_rps:.1f} (limit {args.limit_rps:.0f}) |",
