@@ -105,11 +105,20 @@ def bind_model(
     }
     if kind.validates_at == "validator":
         entry["validator"] = Validator.options(
-            **spec.validator.options(f"Validator-{name}", None)
+            **spec.validator.options(f"Validator-{name}", spec.drift.model_dump(mode="json"))
         ).bind(model_dir, name, version, spec.max_instances_per_request)
     entry["model"] = ModelReplica.options(
         **_with_env(spec.replica.options(f"ModelReplica-{name}", batch), env)
-    ).bind(model_dir, name, version, spec.device, allowed, batch, spec.replica.torch_threads)
+    ).bind(
+        model_dir,
+        name,
+        version,
+        spec.device,
+        allowed,
+        batch,
+        spec.replica.torch_threads,
+        drift_predictions=spec.drift.enabled,
+    )
     candidate = candidate_of(kind, spec, model_dir, version)
     if candidate is not None:
         shadow_config = ShadowConfig.model_validate(

@@ -232,6 +232,34 @@ class ShadowConfig(BatchConfig):
     max_p99_latency_ratio: float = Field(default=2.0, gt=0)
 
 
+class DriftConfig(BaseModel):
+    """Drift scoring of one model (the Validator's `user_config`, changeable at runtime): the
+    live window's population stability index against the training reference in
+    reference.json, per feature and for the prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Count rows into the window and score.")
+    window_s: int = Field(
+        default=900,
+        ge=10,
+        le=3600,
+        description="Seconds of traffic scored (in 10 s slots, summed across replicas).",
+    )
+    psi_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        description="PSI above which a feature counts as drifted (0.1-0.2 reads as a moderate "
+        "shift, above 0.2 as a significant one); exported, so the alert rules follow it.",
+    )
+    min_rows: int = Field(
+        default=500, ge=1, description="Fewer rows in the window: no score (NaN), no alert."
+    )
+    score_interval_s: float = Field(
+        default=10.0, ge=0.5, le=300, description="How often the window is written and scored."
+    )
+
+
 class ReplicaSpec(BaseModel):
     """How one of a model's deployments runs: resources, replicas, queue bounds."""
 
@@ -318,6 +346,7 @@ class ModelSpec(BaseModel):
     max_instances_per_request: int = Field(default=1024, ge=1, description="More get 413.")
     batch: BatchConfig | None = Field(default=None, description="None: the kind's defaults.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     replica: ReplicaSpec = Field(default_factory=_default_model_replica)
     validator: ReplicaSpec = Field(
         default_factory=lambda: ReplicaSpec(

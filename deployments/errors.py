@@ -86,6 +86,13 @@ class ShadowNotConfigured(ServingError):
     code = "shadow_not_configured"
 
 
+class DriftNotConfigured(ServingError):
+    """Drift scores asked of a model packaged without a training reference."""
+
+    status_code = 404
+    code = "drift_not_configured"
+
+
 class PayloadTooLarge(ServingError):
     status_code = 413
     code = "payload_too_large"

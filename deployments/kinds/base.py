@@ -23,11 +23,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from deployments.errors import InvalidInput, ServingError
+from deployments.errors import ArtifactError, InvalidInput, ServingError
 from deployments.repository.metadata import BaseMetadata
 
 if TYPE_CHECKING:
@@ -254,9 +255,32 @@ class ModelKind(ABC):
 
     # ---- telemetry ---------------------------------------------------------------------
 
-    def drift_recorder(self, name: str, version: str) -> Any | None:
-        """What records this kind's input distributions in the validator (None: nothing).
-        Called inside a replica: it may create Ray metrics."""
+    def drift_recorder(
+        self, name: str, version: str, reference: Any = None, window: Any = None
+    ) -> Any | None:
+        """What records this kind's input distributions in the validator (None: nothing),
+        into Ray metrics and, with a training reference, into the drift `window`. Called
+        inside a replica: it may create Ray metrics."""
+        return None
+
+    def drift_reference(self, model_dir: str | Path) -> Any | None:
+        """The training reference packaged with the model (checksum verified), or None."""
+        from deployments.repository.metadata import artifact_dir
+        from deployments.repository.reference import read_reference
+
+        recorded = self.metadata.reference
+        if recorded is None:
+            return None
+        directory = artifact_dir(model_dir, self.metadata.name, self.metadata.version)
+        return read_reference(directory, recorded)
+
+    def build_reference(self, columns: Columns, outputs: Columns) -> Any:
+        """A training reference from training rows (decoded as requests are) and the
+        model's outputs on them."""
+        raise ArtifactError(f"the {self.kind} kind has no drift reference")
+
+    def prediction_values(self, outputs: Columns) -> np.ndarray | None:
+        """The one number per row whose distribution is watched for drift; None: none."""
         return None
 
     def observe_inputs(self, columns: Columns, sink: Any) -> None:  # noqa: B027 - optional hook

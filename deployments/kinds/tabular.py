@@ -266,11 +266,29 @@ class TabularKind(ModelKind):
         module = load_module(arch.import_path, arch.kwargs, state, allowed_architectures, label)
         return self.runtime_class(module, resolve_device(device), meta)  # type: ignore[call-arg]
 
-    def drift_recorder(self, name: str, version: str) -> Any:
+    def drift_recorder(
+        self, name: str, version: str, reference: Any = None, window: Any = None
+    ) -> Any:
         from deployments.telemetry.drift import DriftRecorder
         from deployments.telemetry.metrics import DriftMetrics
 
-        return DriftRecorder(self.metadata, DriftMetrics(name, version))
+        return DriftRecorder(self.metadata, DriftMetrics(name, version), reference, window)
+
+    def build_reference(self, columns: Columns, outputs: Columns) -> Any:
+        from deployments.repository.reference import Distribution, DriftReference
+        from deployments.telemetry.drift import FeatureLayout
+
+        matrix = columns[FEATURES]
+        values = self.prediction_values(outputs)
+        return DriftReference(
+            rows=len(matrix),
+            features=FeatureLayout(self.metadata).reference(matrix),
+            prediction=Distribution.numeric(values) if values is not None else None,
+            prediction_output=self.prediction_output(),
+        )
+
+    def prediction_output(self) -> str | None:
+        return None
 
     def observe_inputs(self, columns: Columns, sink: Any) -> None:
         sink.record(columns[FEATURES], columns.get(ABSENT))
@@ -301,6 +319,12 @@ class ClassificationKind(TabularKind):
     def observe_outputs(self, outputs: Columns, sink: Any) -> None:
         sink.predicted(outputs[self.score_output()], outputs["label"])
 
+    def prediction_output(self) -> str | None:
+        return self.score_output()
+
+    def prediction_values(self, outputs: Columns) -> np.ndarray | None:
+        return np.asarray(outputs[self.score_output()], dtype=np.float64)
+
 
 class RegressionKind(TabularKind):
     kind = "tabular_regression"
@@ -308,6 +332,12 @@ class RegressionKind(TabularKind):
     runtime_class = RegressorRuntime
     comparison = ComparisonSpec("abs_delta", DELTA_EDGES, "tolerance")
     metadata: RegressionMetadata
+
+    def prediction_output(self) -> str | None:
+        return self.metadata.task.targets[0].name
+
+    def prediction_values(self, outputs: Columns) -> np.ndarray | None:
+        return np.asarray(outputs[self.prediction_output()], dtype=np.float64).reshape(-1)
 
     def compare(self, primary: Columns, candidate: Columns, policy: ComparePolicy) -> Comparison:
         names = [t.name for t in self.metadata.task.targets]

@@ -19,6 +19,7 @@ from deployments.errors import ArtifactError
 
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.safetensors"
+REFERENCE_FILE = "reference.json"
 SCHEMA_FINGERPRINT_KEY = "schema_sha256"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _HASH_CHUNK_BYTES = 1 << 20
@@ -30,6 +31,15 @@ class Strict(BaseModel):
 
 class Weights(Strict):
     file: str = WEIGHTS_FILE
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+
+
+class ReferenceFile(Strict):
+    """The training reference drift is scored against (`deployments.repository.reference`),
+    recorded like the weights so that it is verified like them."""
+
+    file: str = REFERENCE_FILE
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size_bytes: int = Field(ge=0)
 
@@ -70,6 +80,9 @@ class BaseMetadata(BaseModel):
     # Training-time metrics and recipe, for people: never read by the server.
     training: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    reference: ReferenceFile | None = Field(
+        default=None, description="Training distributions for drift scores; None: no scores."
+    )
 
     def output(self, name: str) -> Output:
         for out in self.outputs:

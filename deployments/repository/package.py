@@ -11,7 +11,7 @@ library versions, created_at), then loads the artifact back exactly as the serve
 example, so a broken package fails here rather than at startup.
 
     python -m deployments.repository.package --spec spec.json --weights trained.safetensors \\
-        [--model-dir models] [--allow mypkg.nets:*]
+        [--model-dir models] [--allow mypkg.nets:*] [--reference-data train.jsonl]
 
 where `trained.safetensors` is a state dict saved with `safetensors.torch.save_file`.
 """
@@ -28,11 +28,12 @@ from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from deployments.errors import ArtifactError
+from deployments.errors import ArtifactError, InvalidInput
 from deployments.kinds import kind_class
 from deployments.kinds.base import Runtime, rows_of
 from deployments.repository import architectures
@@ -41,10 +42,13 @@ from deployments.repository.metadata import (
     SCHEMA_FINGERPRINT_KEY,
     WEIGHTS_FILE,
     artifact_dir,
+    read_raw,
     sha256_file,
 )
+from deployments.repository.reference import write_reference
 from deployments.repository.store import load_kind
 
+_REFERENCE_CHUNK_ROWS = 4096
 _LIBRARIES = ("torch", "safetensors", "numpy", "pydantic", "ray")
 
 
@@ -103,8 +107,11 @@ def package_model(
     spec: dict[str, Any],
     model_dir: str | Path = "models",
     allowed_architectures: list[str] | None = None,
+    reference_data: list[Any] | None = None,
 ) -> Packaged:
-    """Write and verify `<model_dir>/<name>/<version>/`; see the module docstring."""
+    """Write and verify `<model_dir>/<name>/<version>/`; see the module docstring. With
+    `reference_data` (training instances, as a v1 request would send them), also the drift
+    reference (`attach_reference`)."""
     full = complete_spec(spec)
     cls = kind_class(full.get("kind"))
     try:
@@ -141,7 +148,46 @@ def package_model(
         },
     }
     (path / METADATA_FILE).write_text(json.dumps(final, indent=2) + "\n")
-    return verify(model_dir, draft.name, draft.version, allowed, module)
+    packaged = verify(model_dir, draft.name, draft.version, allowed, module)
+    if reference_data is None:
+        return packaged
+    return attach_reference(model_dir, draft.name, draft.version, reference_data, allowed)
+
+
+def attach_reference(
+    model_dir: str | Path,
+    name: str,
+    version: str,
+    records: list[Any],
+    allowed_architectures: list[str] | None = None,
+) -> Packaged:
+    """Write `reference.json` for an artifact from its training instances: each feature's
+    distribution as requests will be decoded, and the model's own predictions on them, in
+    bins fixed now. Its sha256 goes into metadata.json, and the artifact is verified again."""
+    if not records:
+        raise ArtifactError("the drift reference needs at least one training instance")
+    kind = load_kind(model_dir, name, version)
+    allowed = [*(allowed_architectures or []), kind.metadata.architecture.import_path]
+    runtime = kind.load(str(model_dir), "cpu", allowed)
+    try:
+        columns = kind.decode_v1(records)
+    except InvalidInput as exc:
+        raise ArtifactError(
+            f"reference data for {name}:{version} does not fit its schema: {exc.details[:3]}"
+        ) from exc
+    step = _REFERENCE_CHUNK_ROWS
+    parts = [
+        runtime.forward(runtime.prepare({k: v[i : i + step] for k, v in columns.items()}))
+        for i in range(0, rows_of(columns), step)
+    ]
+    outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    reference = kind.build_reference(columns, outputs)
+    path = artifact_dir(model_dir, name, version)
+    recorded = write_reference(path, reference)
+    raw = read_raw(model_dir, name, version)
+    raw["reference"] = recorded.model_dump()
+    (path / METADATA_FILE).write_text(json.dumps(raw, indent=2) + "\n")
+    return verify(model_dir, name, version, allowed)
 
 
 def verify(
@@ -174,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, type=Path, help="state dict, safetensors")
     parser.add_argument("--model-dir", default="models", type=Path)
     parser.add_argument("--allow", action="append", default=[], help="allowed architectures")
+    parser.add_argument(
+        "--reference-data",
+        type=Path,
+        help="training instances, one JSON object per line: the drift reference's source",
+    )
     args = parser.parse_args(argv)
     try:
         spec = json.loads(args.spec.read_text())
@@ -182,12 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         allowed = [*args.allow, arch["import_path"]]
         module = architectures.build(arch["import_path"], arch.get("kwargs", {}), allowed)
         module.load_state_dict(load_file(str(args.weights)), strict=True)
-        packaged = package_model(module, spec, args.model_dir, allowed)
+        reference = None
+        if args.reference_data is not None:
+            lines = args.reference_data.read_text().splitlines()
+            reference = [json.loads(line) for line in lines if line.strip()]
+        packaged = package_model(module, spec, args.model_dir, allowed, reference)
     except (ArtifactError, OSError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
         print(f"packaging failed: {exc}", file=sys.stderr)
         return 2
     meta = packaged.metadata
     print(f"wrote {packaged.path} ({meta.kind}, sha256 {meta.weights.sha256[:12]}...); verified")
+    if meta.reference is not None:
+        print(f"drift reference: {meta.reference.file} (sha256 {meta.reference.sha256[:12]}...)")
     return 0
 
 

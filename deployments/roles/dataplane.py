@@ -24,6 +24,7 @@ from deployments.admission.rate_limit import RateLimiter
 from deployments.admission.resilience import ResultCache, is_transient, retry_transient
 from deployments.config import IngressConfig
 from deployments.errors import (
+    DriftNotConfigured,
     ModelNotFound,
     Overloaded,
     ServingError,
@@ -361,6 +362,16 @@ class DataPlane:
             raise ShadowNotConfigured(f"model {served.name!r} has no candidate in shadow mode")
         report = await served.mirror.shadow.report.remote(served.mirror.counts())
         return {**report, "sample_rate": self.config.shadow_sample_rate}
+
+    # ---- drift -----------------------------------------------------------------------------
+
+    async def drift_report(self, name: str | None) -> dict[str, Any]:
+        served = self.served(name if name is not None else next(iter(self.models)))
+        if served.validator is None:
+            raise DriftNotConfigured(
+                f"model {served.name!r} is of a kind ({served.kind.kind}) without drift scores"
+            )
+        return await served.validator.drift_report.remote()
 
     def rate_limited(self, client_class: str) -> None:
         if self.metrics is not None:

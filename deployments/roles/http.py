@@ -216,6 +216,12 @@ def build_http_app(
         """How the candidate compares with the primary, and whether to promote it."""
         return await plane.shadow_report(model)
 
+    @app.get("/v1/drift/report", responses=_ERRORS)
+    async def drift_report(model: str | None = None) -> dict[str, Any]:
+        """Each feature's drift score (PSI of the live window against the training
+        reference), most drifted first, and the prediction's."""
+        return await plane.drift_report(model)
+
     # ---- operations ------------------------------------------------------------------------
 
     # Not part of the inference contract in /openapi.json: Prometheus text, documented in docs/.

@@ -27,6 +27,7 @@ from deployments.kinds.devices import gpu_memory_probe
 from deployments.kinds.torch_threads import ThreadCount
 from deployments.repository.store import load_kind
 from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT
+from deployments.telemetry.drift_watch import PredictionDrift
 from deployments.telemetry.metrics import BatchMetrics, StageMetrics
 from deployments.telemetry.monitoring import (
     Monitor,
@@ -68,6 +69,7 @@ class BatchedReplica:
         default_batch: dict[str, Any],
         torch_threads: int = 0,
         variant: str | None = None,
+        drift_predictions: bool = False,
     ) -> None:
         self.threads = ThreadCount(torch_threads)
         self.threads.apply()  # this thread too: warm-up runs here
@@ -83,6 +85,9 @@ class BatchedReplica:
             replica_deployment_name(type(self).__name__), StageMetrics(name, self.version)
         )
         self.batch_metrics = BatchMetrics(name, self.version, self.kind.cost_unit)
+        self.prediction_drift = (
+            PredictionDrift.of(self.kind, model_dir, name, version) if drift_predictions else None
+        )
         # Requests inside `infer_many`, averaged over time between autoscaling reports: the
         # autoscaling signal (deployments/roles/autoscaling.py).
         self.in_flight = TimeAveraged()
@@ -176,6 +181,8 @@ class BatchedReplica:
             _check_rows(outputs, stop - start)
             self.batch_metrics.batch(_requests_in(offsets, start, stop), stop - start, cost)
             self.kind.observe_outputs(outputs, self.batch_metrics)
+            if self.prediction_drift is not None:
+                self.prediction_drift.observe(outputs)
             parts.append(outputs)
         return parts[0] if len(parts) == 1 else Batch.of(parts).columns
 

@@ -14,10 +14,12 @@ from typing import Any
 
 from ray import serve
 
-from deployments.errors import InvalidInput, ServingError
+from deployments.config import DriftConfig
+from deployments.errors import DriftNotConfigured, InvalidInput, ServingError
 from deployments.kinds.base import Batch, ModelKind
 from deployments.repository.store import load_kind
-from deployments.telemetry.metrics import StageMetrics
+from deployments.telemetry.drift_watch import InputDrift
+from deployments.telemetry.metrics import DriftScoreMetrics, StageMetrics
 from deployments.telemetry.monitoring import Monitor, replica_deployment_name
 from deployments.telemetry.tracing import (
     child_span,
@@ -41,11 +43,41 @@ def decode(kind: ModelKind, protocol: str, payload: Any, max_rows: int) -> Any:
 class Validator:
     def __init__(self, model_dir: str, name: str, version: str, max_rows: int) -> None:
         self.kind = load_kind(model_dir, name, version)
+        self.name, self.version = name, version
         self.max_rows = max_rows
         # Spans name the real deployment (Validator-<model>), as the replicas' do.
         self.monitor = Monitor(replica_deployment_name("Validator"), StageMetrics(name, version))
-        self.drift = self.kind.drift_recorder(name, version)
+        reference = self.kind.drift_reference(model_dir)
+        self.scoring: InputDrift | None = None
+        if reference is not None:
+            metrics = DriftScoreMetrics(name, version)
+            self.scoring = InputDrift(name, version, reference, DriftConfig(), metrics)
+        window = self.scoring.window if self.scoring is not None else None
+        self.drift = self.kind.drift_recorder(name, version, reference, window)
         install_log_correlation(logger)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """The model's `drift` settings (Serve calls this at start and on every change)."""
+        config = DriftConfig.model_validate(user_config or {})
+        if self.scoring is not None:
+            self.scoring.reconfigure(config)
+            if self.drift is not None:
+                self.drift.window = self.scoring.window
+
+    def drift_report(self) -> dict[str, Any]:
+        """The current drift scores, merged over every replica's window (any replica answers
+        the same); NotFound where the model was packaged without a training reference."""
+        if self.scoring is None:
+            raise DriftNotConfigured(
+                f"model '{self.name}' version '{self.version}' has no drift reference; "
+                "package it with reference data (deployments.repository.package "
+                "--reference-data) to score drift"
+            )
+        return self.scoring.current().as_json()
+
+    def __del__(self) -> None:
+        if getattr(self, "scoring", None) is not None:
+            self.scoring.close()
 
     async def validate_many(
         self, requests: list[Request]

@@ -5,36 +5,19 @@
     python -m deployments.shadow.report --token-file /var/run/secrets/inference/token
 
 One report schema for every kind (deployments/shadow/compare.py); the exit status lets a
-rollout pipeline gate a promotion on the candidate's record. The token comes from
---token-file, else the INFERENCE_AUTH_TOKEN environment variable (a token on the command
-line would show in `ps`).
+rollout pipeline gate a promotion on the candidate's record (4: no report; the token as in
+deployments/report_cli.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-from pathlib import Path
 from typing import Any
 
-EXIT_PROMOTE, EXIT_HOLD, EXIT_UNREACHABLE = 0, 3, 4
-TOKEN_ENV = "INFERENCE_AUTH_TOKEN"
+from deployments.report_cli import EXIT_UNREACHABLE, report_main
 
-
-def fetch(
-    url: str, model: str | None, timeout_s: float, token: str | None = None
-) -> dict[str, Any]:
-    query = f"?{urllib.parse.urlencode({'model': model})}" if model else ""
-    request = urllib.request.Request(f"{url.rstrip('/')}/v1/shadow/report{query}")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.load(response)
+EXIT_PROMOTE, EXIT_HOLD = 0, 3
+__all__ = ["EXIT_HOLD", "EXIT_PROMOTE", "EXIT_UNREACHABLE", "main", "render"]
 
 
 def render(report: dict[str, Any]) -> str:
@@ -82,28 +65,13 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Shadow-mode report of a running service.")
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--model", default=None, help="model name (default: the first served)")
-    parser.add_argument(
-        "--token-file", type=Path, default=None, help=f"bearer token file (else ${TOKEN_ENV})"
+    return report_main(
+        argv,
+        "Shadow-mode report of a running service.",
+        "/v1/shadow/report",
+        render,
+        lambda report: EXIT_PROMOTE if report["recommendation"] == "promote" else EXIT_HOLD,
     )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON report")
-    parser.add_argument("--timeout-s", type=float, default=10.0)
-    args = parser.parse_args(argv)
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV)
-    try:
-        report = fetch(args.url, args.model, args.timeout_s, token)
-    except urllib.error.HTTPError as exc:
-        print(
-            f"{args.url}: HTTP {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr
-        )
-        return EXIT_UNREACHABLE
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"{args.url}: cannot reach the service: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return EXIT_PROMOTE if report["recommendation"] == "promote" else EXIT_HOLD
 
 
 if __name__ == "__main__":

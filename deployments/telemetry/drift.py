@@ -15,7 +15,10 @@ import numpy as np
 
 from deployments.errors import InvalidInput
 from deployments.kinds.tabular_schema import TabularMetadata
+from deployments.repository.reference import Distribution, DriftReference
 from deployments.telemetry.metrics import ZSCORE_BAND_EDGES, ZSCORE_BANDS
+
+BOOL_VALUES = ["false", "true"]
 
 
 class DriftSink(Protocol):
@@ -26,17 +29,14 @@ class DriftSink(Protocol):
     invalid: Any
 
 
-class DriftRecorder:
-    """Counts validated rows from the feature matrix itself (one-hot blocks, bool columns,
-    standardised numbers), so it needs nothing per request beyond the arrays that travel."""
+class FeatureLayout:
+    """Where each feature sits in the feature matrix, and its counts in the reference's bins:
+    numbers standardised in one column, a category as a one-hot block, a bool as 0/1."""
 
-    def __init__(self, metadata: TabularMetadata, sink: DriftSink) -> None:
-        self.sink = sink
+    def __init__(self, metadata: TabularMetadata) -> None:
         self.numeric: list[tuple[str, int]] = []  # (feature, column in the feature matrix)
         self.categories: list[tuple[str, int, list[str]]] = []  # (feature, first column, values)
         self.bools: list[tuple[str, int]] = []
-        self.optional = [f.name for f in metadata.features if not f.required]
-        self.known = {f.name for f in metadata.features}
         col = 0
         for feature in metadata.features:
             if feature.type == "category":
@@ -49,6 +49,53 @@ class DriftRecorder:
             else:
                 self.numeric.append((feature.name, col))
                 col += 1
+
+    def reference(self, matrix: np.ndarray) -> dict[str, Distribution]:
+        """Training rows' distributions, feature by feature (bins chosen here)."""
+        out = {name: Distribution.numeric(matrix[:, col]) for name, col in self.numeric}
+        for name, col, values in self.categories:
+            counts = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
+            out[name] = Distribution.categorical(values, counts)
+        for name, col in self.bools:
+            true = int(np.count_nonzero(matrix[:, col] > 0.5))
+            out[name] = Distribution.categorical(BOOL_VALUES, np.array([len(matrix) - true, true]))
+        return out
+
+    def counts(self, matrix: np.ndarray, reference: DriftReference) -> dict[str, np.ndarray]:
+        """Rows per reference bin, feature by feature: one vectorised pass per feature."""
+        out = {}
+        for name, col in self.numeric:
+            out[name] = reference.features[name].count(matrix[:, col])
+        for name, col, values in self.categories:
+            out[name] = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
+        for name, col in self.bools:
+            true = int(np.count_nonzero(matrix[:, col] > 0.5))
+            out[name] = np.array([len(matrix) - true, true])
+        return out
+
+
+class DriftRecorder:
+    """Counts validated rows from the feature matrix itself (one-hot blocks, bool columns,
+    standardised numbers), so it needs nothing per request beyond the arrays that travel.
+    With a training reference and a window, it also counts them into the reference's bins
+    for the drift scores."""
+
+    def __init__(
+        self,
+        metadata: TabularMetadata,
+        sink: DriftSink,
+        reference: DriftReference | None = None,
+        window: Any | None = None,
+    ) -> None:
+        self.sink = sink
+        self.layout = FeatureLayout(metadata)
+        self.numeric = self.layout.numeric
+        self.categories = self.layout.categories
+        self.bools = self.layout.bools
+        self.optional = [f.name for f in metadata.features if not f.required]
+        self.known = {f.name for f in metadata.features}
+        self.reference = reference
+        self.window = window if reference is not None else None
 
     def record(self, matrix: np.ndarray, absent: np.ndarray | None = None) -> None:
         """Validated rows: `matrix` the features, `absent` [rows, optional features]."""
@@ -75,6 +122,8 @@ class DriftRecorder:
             for name, count in zip(self.optional, absent.sum(axis=0).tolist()):
                 if count:
                     self.sink.missing.inc(int(count), {"feature": name})
+        if self.window is not None:
+            self.window.add(self.layout.counts(matrix, self.reference))
 
     def invalid(self, error: InvalidInput, instances: int) -> None:
         bad_rows = {d.get("instance") for d in error.details if d.get("instance") is not None}

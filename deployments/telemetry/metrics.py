@@ -305,5 +305,46 @@ class DriftMetrics:
             metric.set_default_tags(dict(tags))
 
 
+class DriftScoreMetrics:
+    """The drift scores of one model version: the window merged across replicas, so every
+    Validator replica exports the same values (aggregate with max, not sum)."""
+
+    def __init__(self, model: str, version: str) -> None:
+        tags = {"model": model, "version": version}
+        self.feature = metrics.Gauge(
+            "input_feature_drift_psi",
+            "Population stability index of a feature's live window against its training "
+            "reference (NaN while the window holds fewer than min_rows rows).",
+            tag_keys=("model", "version", "feature"),
+        )
+        self.prediction = metrics.Gauge(
+            "prediction_drift_psi",
+            "Population stability index of the predicted score (or first target) against "
+            "the training predictions.",
+            tag_keys=("model", "version"),
+        )
+        self.threshold = metrics.Gauge(
+            "drift_psi_threshold",
+            "The PSI above which a distribution counts as drifted (the alert rules compare "
+            "against it).",
+            tag_keys=("model", "version"),
+        )
+        self.rows = metrics.Gauge(
+            "drift_window_rows",
+            "Validated rows in the scored window.",
+            tag_keys=("model", "version"),
+        )
+        for metric in (self.feature, self.prediction, self.threshold, self.rows):
+            metric.set_default_tags(dict(tags))
+
+    def publish(self, scores: Any) -> None:
+        """A `deployments.telemetry.drift_window.DriftScores`."""
+        for name, value in scores.features.items():
+            self.feature.set(value, {"feature": name})
+        self.prediction.set(scores.prediction)
+        self.threshold.set(scores.threshold)
+        self.rows.set(scores.rows)
+
+
 COSINE_BOUNDARIES = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0]
 TOKEN_BOUNDARIES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]

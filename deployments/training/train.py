@@ -161,7 +161,8 @@ def train(recipe: Recipe, model_dir: str) -> str:
     meta["metrics"] = {"heldout": heldout_metrics(p_test, y_test, threshold=0.5)}
     # package_model records library versions and created_at, and verifies the written
     # artifact by loading it back as the server does.
-    return str(package_model(model, meta, model_dir).path)
+    # The training instances also become the drift reference (reference.json).
+    return str(package_model(model, meta, model_dir, reference_data=train_records).path)
 
 
 def heldout_metrics(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
