@@ -72,9 +72,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "Share of answers that are 5xx",
                 "percentunit",
                 [
+                    # `or vector(0)`: no 5xx yet is a share of 0, not "no data".
                     q(
-                        'sum(rate(ray_inference_requests_total{model=~"$model", status=~"5.."}'
-                        f"{W}))"
+                        '(sum(rate(ray_inference_requests_total{model=~"$model", status=~"5.."}'
+                        f"{W})) or vector(0))"
                         f" / sum(rate(ray_inference_requests_total{M}{W}))",
                         "5xx share",
                     )
@@ -123,8 +124,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "percentunit",
                 [
                     q(
+                        # 0 while the cache is off or paused (no lookups), not 0/0.
                         f"sum(rate(ray_result_cache_lookups_total{sel(result='hit')}{W}))"
-                        f" / sum(rate(ray_result_cache_lookups_total{M}{W}))",
+                        f" / clamp_min(sum(rate(ray_result_cache_lookups_total{M}{W})), 1e-9)",
                         "hit ratio",
                     )
                 ],
@@ -156,6 +158,25 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                         f"sum by (version) (rate(ray_prediction_labels_total{M}{W}))",
                         "v{{version}} {{label}}",
                     )
+                ],
+            ),
+            (
+                "Drift score (PSI vs training) by feature",
+                "short",
+                [
+                    q(
+                        "max by (model, version, feature) "
+                        f"(ray_input_feature_drift_psi{M})",
+                        "{{feature}} v{{version}}",
+                    ),
+                    q(
+                        f"max by (model, version) (ray_prediction_drift_psi{M})",
+                        "prediction v{{version}}",
+                    ),
+                    q(
+                        f"max by (model, version) (ray_drift_psi_threshold{M})",
+                        "threshold",
+                    ),
                 ],
             ),
             (

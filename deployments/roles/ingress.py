@@ -47,7 +47,7 @@ class Ingress:
                 mirror=mirror,
                 max_rows=entry["max_rows"],
             )
-        self.plane = DataPlane(served, IngressMetrics())
+        self.plane = DataPlane(served, IngressMetrics(list(served)))
         self.auth = BearerAuth(load_keys(args.auth_token_env, args.auth_token_file))
         self.node_metrics = NodeMetrics()
         self.args = args

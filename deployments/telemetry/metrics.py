@@ -7,6 +7,7 @@ inside replicas only: a metric object needs a running Ray worker.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,27 @@ ZSCORE_BAND_EDGES = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
 ZSCORE_BANDS = ["(-inf,-3]", "(-3,-2]", "(-2,-1]", "(-1,0]", "(0,1]", "(1,2]", "(2,3]", "(3,inf)"]
 DELTA_BOUNDARIES = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75]
 _VERSIONS = ("model", "primary_version", "candidate_version")
+# The label values each counter is started at zero with, so that a quiet service's series
+# exist (a rate of 0) before anything happens, rather than being absent.
+REJECTION_REASONS = (
+    "inflight_limit",
+    "inflight_bytes",
+    "memory_pressure",
+    "downstream_queue_full",
+)
+MIRROR_DROP_REASONS = ("queue_full", "timeout", "shadow_queue_full", "unavailable")
+CANDIDATE_FAILURE_KINDS = ("timeout", "error")
+
+
+def start_at_zero(counter: Any, label_sets: Any) -> None:
+    """Export `counter` at 0 for each of `label_sets` (dicts of tags).
+
+    Ray's `Counter.inc` refuses 0, and a counter that has never been incremented is absent
+    from the scrape, so a rate over it is "no data" instead of 0 and an alert on it cannot
+    tell a quiet service from a broken one. Recording 0 through the metric's own record path
+    creates the series with every tag Ray adds."""
+    for tags in label_sets:
+        counter._record(0, tags=dict(tags))
 
 
 class ShadowMetrics:
@@ -75,6 +97,8 @@ class ShadowMetrics:
         for m in (self.rows, self.confusion, self.metric, self.latency, self.failures):
             # A copy each: Ray Serve writes its own tags into the dict it is given.
             m.set_default_tags(dict(tags))
+        start_at_zero(self.rows, ({"agreement": a} for a in ("agree", "disagree")))
+        start_at_zero(self.failures, ({"kind": k} for k in CANDIDATE_FAILURE_KINDS))
         self.clip = metric == "cosine"
 
     def compared(self, comparison: Any) -> None:
@@ -117,13 +141,15 @@ class MirrorMetrics:
         )
         self.sent.set_default_tags({"model": model})
         self.dropped.set_default_tags({"model": model})
+        start_at_zero(self.sent, [{}])
+        start_at_zero(self.dropped, ({"reason": r} for r in MIRROR_DROP_REASONS))
 
 
 class IngressMetrics:
     """Admission, cache and retries, as one ingress replica sees them, by the model each
     request was for (a caller batch may carry several models)."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: Any = ()) -> None:
         self.cache = metrics.Counter(
             "result_cache_lookups",
             "Result-cache lookups, by result (hit or miss); none while the cache is off or paused.",
@@ -155,6 +181,13 @@ class IngressMetrics:
             boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
             tag_keys=("model",),
         )
+        for model in models:
+            start_at_zero(self.cache, ({"model": model, "result": r} for r in ("hit", "miss")))
+            start_at_zero(
+                self.rejections, ({"model": model, "reason": r} for r in REJECTION_REASONS)
+            )
+            start_at_zero(self.retries, [{"model": model}])
+        start_at_zero(self.rate_limited, ({"client_class": c} for c in ("default", "override")))
 
 
 class RequestMetrics:
@@ -303,6 +336,7 @@ class DriftMetrics:
         )
         for metric in (self.rows, self.numeric, self.category, self.missing, self.invalid):
             metric.set_default_tags(dict(tags))
+        start_at_zero(self.rows, ({"outcome": o} for o in ("valid", "invalid")))
 
 
 class DriftScoreMetrics:
@@ -314,7 +348,7 @@ class DriftScoreMetrics:
         self.feature = metrics.Gauge(
             "input_feature_drift_psi",
             "Population stability index of a feature's live window against its training "
-            "reference (NaN while the window holds fewer than min_rows rows).",
+            "reference (0 while the window holds fewer than min_rows rows).",
             tag_keys=("model", "version", "feature"),
         )
         self.prediction = metrics.Gauge(
@@ -338,12 +372,18 @@ class DriftScoreMetrics:
             metric.set_default_tags(dict(tags))
 
     def publish(self, scores: Any) -> None:
-        """A `deployments.telemetry.drift_window.DriftScores`."""
+        """A `deployments.telemetry.drift_window.DriftScores`. An unscored distribution
+        (too few rows) is exported as 0: Ray drops a NaN gauge from the scrape altogether,
+        and a quiet service must look quiet, not absent; `drift_window_rows` says why."""
         for name, value in scores.features.items():
-            self.feature.set(value, {"feature": name})
-        self.prediction.set(scores.prediction)
+            self.feature.set(_scored(value), {"feature": name})
+        self.prediction.set(_scored(scores.prediction))
         self.threshold.set(scores.threshold)
         self.rows.set(scores.rows)
+
+
+def _scored(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 COSINE_BOUNDARIES = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0]

@@ -23,7 +23,7 @@ import yaml
 
 from deployments.launch import FAST_PATH_ENV, HaproxyTracker, haproxy_wrapper_env
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import REPO, free_port, wait_until
+from tests.support import MODEL, REPO, free_port, wait_until
 
 APP = "inference"
 READY_TIMEOUT_S = 180
@@ -45,7 +45,13 @@ class Service:
 def base_config(port: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
-    return with_user_config(config, "Ingress", shadow_sample_rate=1.0)
+    config = with_user_config(config, "Ingress", shadow_sample_rate=1.0)
+    # Drift scored every second over a short window, so that a test sees a shift within
+    # seconds (tests/integration/test_drift_scores.py).
+    return with_model(config, MODEL, drift=DRIFT)
+
+
+DRIFT = {"window_s": 30, "min_rows": 200, "score_interval_s": 1.0}
 
 
 @pytest.fixture(scope="package")

@@ -154,6 +154,8 @@ REQUIRED_SERIES = {
 
 
 def series_present(text: str, wanted: str) -> bool:
+    """A series of `wanted` that has counted something (counters start at 0, so being
+    listed is not enough)."""
     name, _, labels = wanted.partition("{")
     pairs = re.findall(r'(\w+)="([^"]*)"', labels)
     for line in text.splitlines():
@@ -161,6 +163,7 @@ def series_present(text: str, wanted: str) -> bool:
             (line.startswith(name + "{") or line.startswith(name + " "))
             and all(f'{k}="{v}"' in line for k, v in pairs)
             and 'version="' in line
+            and float(line.rsplit(" ", 1)[1]) > 0
         ):
             return True
     return False
