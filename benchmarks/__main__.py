@@ -9,6 +9,7 @@ scaling       autoscaling timeline on live load: replicas, offered load, rps, la
 text          the text model: served items/s vs its raw forward pass and a FastAPI baseline
 rate_limit    two clients, one over its per-client limit: the other's goodput and p99
 ingress_memory  10,000 distinct large text requests: the ingress's RSS against its memory
+drift_cost    throughput and p99 with drift scoring on vs off
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COMMANDS = {
     "text": "benchmarks.text",
     "rate_limit": "benchmarks.rate_limit",
     "ingress_memory": "benchmarks.ingress_memory",
+    "drift_cost": "benchmarks.drift_cost",
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
-from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -18,32 +17,10 @@ import pytest
 import requests
 import tritonclient.http as triton
 
-from tests.e2e.service import BASE_URL, Running, readme_commands, readme_service
-from tests.otlp_receiver import OtlpReceiver
+from tests.e2e.service import readme_commands
 from tests.support import MODEL, REPO, instance_from_schema, wait_until
 
 pytestmark = pytest.mark.slow
-READY_TIMEOUT_S = 240
-
-
-@pytest.fixture(scope="module")
-def otlp() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, otlp) -> Iterator[tuple[str, Running]]:
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    }
-    with readme_service(log_path, READY_TIMEOUT_S, env) as running:
-        print(f"\nserve run -> ready in {running.ready_s:.1f}s")
-        yield BASE_URL, running
 
 
 def test_readme_has_the_two_commands() -> None:
