@@ -44,7 +44,9 @@ class _Discard:
 
 class _NoStore:
     def put(self, key: str, value: bytes) -> None: ...
-    def get(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        return {}
+
     def keys(self, prefix: str) -> list[str]:
         return []
 

@@ -67,10 +67,17 @@ class InputDrift:
 
     def tick(self) -> None:
         if not self.config.enabled:
+            # Gauges keep their last value: scoring turned off must not leave an alert firing
+            # on a score nobody computes any more.
+            self.metrics.publish(self.unscored())
             return
         self.writer.flush()
         self.latest = self.current()
         self.metrics.publish(self.latest)
+
+    def unscored(self) -> DriftScores:
+        c = self.config
+        return self.scorer.score(0, c.psi_threshold, c.min_rows, counts={})
 
     def current(self) -> DriftScores:
         c = self.config

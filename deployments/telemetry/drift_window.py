@@ -36,7 +36,7 @@ Counts = dict[str, np.ndarray]
 
 class KeyValueStore(Protocol):
     def put(self, key: str, value: bytes) -> None: ...
-    def get(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: list[str]) -> dict[str, bytes]: ...
     def keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
 
@@ -49,10 +49,15 @@ class RayKeyValueStore:
 
         internal_kv._internal_kv_put(key, value, overwrite=True, namespace=_NAMESPACE)
 
-    def get(self, key: str) -> bytes | None:
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """One round trip to the GCS for every key, however many slots the window holds."""
         from ray.experimental import internal_kv
 
-        return internal_kv._internal_kv_get(key, namespace=_NAMESPACE)
+        if not keys:
+            return {}
+        client = internal_kv.internal_kv_get_gcs_client()
+        found = client.internal_kv_multi_get([k.encode() for k in keys], _NAMESPACE.encode())
+        return {k.decode(): v for k, v in found.items()}
 
     def keys(self, prefix: str) -> list[str]:
         from ray.experimental import internal_kv
@@ -198,6 +203,7 @@ class WindowScorer:
         first = now_slot - max(1, window_s // SLOT_S) + 1
         stale = now_slot - RETAIN_S // SLOT_S
         merged: Counts = {}
+        inside = []
         for key in self.store.keys(self.prefix):
             try:
                 slot = int(key[len(self.prefix) :].split("/", 1)[0])
@@ -205,20 +211,20 @@ class WindowScorer:
                 continue
             if slot < stale:
                 self.store.delete(key)  # a writer that is gone left it behind
-                continue
-            if slot < first:
-                continue
-            raw = self.store.get(key)
-            if raw is None:
-                continue
+            elif slot >= first:
+                inside.append(key)
+        for raw in self.store.get_many(inside).values():
             for name, values in json.loads(raw).items():
                 held = merged.get(name)
                 array = np.asarray(values, dtype=np.int64)
                 merged[name] = array if held is None else held + array
         return merged
 
-    def score(self, window_s: int, threshold: float, min_rows: int) -> DriftScores:
-        counts = self.window(window_s)
+    def score(
+        self, window_s: int, threshold: float, min_rows: int, counts: Counts | None = None
+    ) -> DriftScores:
+        """Scores of the window (or of `counts`, when given: nothing is read)."""
+        counts = self.window(window_s) if counts is None else counts
         features = self.reference.features
         rows = int(counts[next(iter(features))].sum()) if features and counts else 0
         prediction_counts = counts.get(PREDICTION)

@@ -37,8 +37,8 @@ class MemoryStore:
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        return {k: self.data[k] for k in keys if k in self.data}
 
     def keys(self, prefix: str) -> list[str]:
         return [k for k in self.data if k.startswith(prefix)]
@@ -205,3 +205,30 @@ def test_attach_reference_writes_it_and_records_its_checksum(tmp_path: Path) -> 
     assert reference is not None and reference.rows == 2000
     with pytest.raises(ArtifactError, match="does not fit its schema"):
         attach_reference(tmp_path, MODEL, "1", [{"amount_usd": "lots"}])
+
+
+class Gauges:
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def publish(self, scores) -> None:
+        self.published.append(scores)
+
+
+def test_scoring_turned_off_publishes_unscored_values_not_the_last_scores(kind, reference) -> None:
+    from deployments.config import DriftConfig
+    from deployments.telemetry.drift_watch import InputDrift
+
+    store, gauges = MemoryStore(), Gauges()
+    watch = InputDrift(MODEL, "1", reference, DriftConfig(min_rows=100), gauges, store)
+    watch.flusher.close()  # ticks driven by the test
+    shifted = amounts_times(sample_transactions(300, 3), 3.0)
+    watch.window.add(feature_counts(kind, reference, shifted))
+    watch.tick()
+    assert gauges.published[-1].drifted() == ["amount_usd"]
+    watch.reconfigure(DriftConfig(enabled=False, min_rows=100))
+    assert watch.window is None  # the recorder stops adding
+    watch.tick()
+    last = gauges.published[-1]
+    assert last.rows == 0 and last.drifted() == []
+    assert all(math.isnan(v) for v in last.features.values())  # exported as 0
