@@ -151,7 +151,9 @@ def package_model(
     packaged = verify(model_dir, draft.name, draft.version, allowed, module)
     if reference_data is None:
         return packaged
-    return attach_reference(model_dir, draft.name, draft.version, reference_data, allowed)
+    return attach_reference(
+        model_dir, draft.name, draft.version, reference_data, allowed, packaged.runtime
+    )
 
 
 def attach_reference(
@@ -160,15 +162,17 @@ def attach_reference(
     version: str,
     records: list[Any],
     allowed_architectures: list[str] | None = None,
+    runtime: Runtime | None = None,
 ) -> Packaged:
     """Write `reference.json` for an artifact from its training instances: each feature's
     distribution as requests will be decoded, and the model's own predictions on them, in
-    bins fixed now. Its sha256 goes into metadata.json, and the artifact is verified again."""
+    bins fixed now. Its sha256 goes into metadata.json, and the artifact is verified again.
+    `runtime`: the artifact already loaded (package_model's verified one), else loaded here."""
     if not records:
         raise ArtifactError("the drift reference needs at least one training instance")
     kind = load_kind(model_dir, name, version)
     allowed = [*(allowed_architectures or []), kind.metadata.architecture.import_path]
-    runtime = kind.load(str(model_dir), "cpu", allowed)
+    runtime = runtime or kind.load(str(model_dir), "cpu", allowed)
     try:
         columns = kind.decode_v1(records)
     except InvalidInput as exc:

@@ -356,8 +356,12 @@ class DataPlane:
 
     # ---- shadow ----------------------------------------------------------------------------
 
+    def named_or_first(self, name: str | None) -> ServedModel:
+        """The model a report asks for; with no name, the first served."""
+        return self.served(name if name is not None else next(iter(self.models)))
+
     async def shadow_report(self, name: str | None) -> dict[str, Any]:
-        served = self.served(name if name is not None else next(iter(self.models)))
+        served = self.named_or_first(name)
         if served.mirror is None:
             raise ShadowNotConfigured(f"model {served.name!r} has no candidate in shadow mode")
         report = await served.mirror.shadow.report.remote(served.mirror.counts())
@@ -366,7 +370,7 @@ class DataPlane:
     # ---- drift -----------------------------------------------------------------------------
 
     async def drift_report(self, name: str | None) -> dict[str, Any]:
-        served = self.served(name if name is not None else next(iter(self.models)))
+        served = self.named_or_first(name)
         if served.validator is None:
             raise DriftNotConfigured(
                 f"model {served.name!r} is of a kind ({served.kind.kind}) without drift scores"

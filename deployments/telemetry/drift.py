@@ -50,27 +50,36 @@ class FeatureLayout:
                 self.numeric.append((feature.name, col))
                 col += 1
 
+    def value_counts(self, matrix: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+        """Categorical and bool features: (feature, its values, rows per value)."""
+        out = []
+        for name, col, values in self.categories:
+            out.append(
+                (name, values, np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0))
+            )
+        for name, col in self.bools:
+            true = int(np.count_nonzero(matrix[:, col] > 0.5))
+            out.append((name, BOOL_VALUES, np.array([len(matrix) - true, true])))
+        return out
+
     def reference(self, matrix: np.ndarray) -> dict[str, Distribution]:
         """Training rows' distributions, feature by feature (bins chosen here)."""
         out = {name: Distribution.numeric(matrix[:, col]) for name, col in self.numeric}
-        for name, col, values in self.categories:
-            counts = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
+        for name, values, counts in self.value_counts(matrix):
             out[name] = Distribution.categorical(values, counts)
-        for name, col in self.bools:
-            true = int(np.count_nonzero(matrix[:, col] > 0.5))
-            out[name] = Distribution.categorical(BOOL_VALUES, np.array([len(matrix) - true, true]))
         return out
 
-    def counts(self, matrix: np.ndarray, reference: DriftReference) -> dict[str, np.ndarray]:
-        """Rows per reference bin, feature by feature: one vectorised pass per feature."""
-        out = {}
-        for name, col in self.numeric:
-            out[name] = reference.features[name].count(matrix[:, col])
-        for name, col, values in self.categories:
-            out[name] = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
-        for name, col in self.bools:
-            true = int(np.count_nonzero(matrix[:, col] > 0.5))
-            out[name] = np.array([len(matrix) - true, true])
+    def counts(
+        self,
+        matrix: np.ndarray,
+        reference: DriftReference,
+        valued: list[tuple[str, list[str], np.ndarray]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Rows per reference bin, feature by feature: one vectorised pass per feature
+        (`valued`: this matrix's `value_counts`, when the caller has them already)."""
+        out = {name: reference.features[name].count(matrix[:, col]) for name, col in self.numeric}
+        for name, _, counts in self.value_counts(matrix) if valued is None else valued:
+            out[name] = counts
         return out
 
 
@@ -89,9 +98,6 @@ class DriftRecorder:
     ) -> None:
         self.sink = sink
         self.layout = FeatureLayout(metadata)
-        self.numeric = self.layout.numeric
-        self.categories = self.layout.categories
-        self.bools = self.layout.bools
         self.optional = [f.name for f in metadata.features if not f.required]
         self.known = {f.name for f in metadata.features}
         self.reference = reference
@@ -103,19 +109,14 @@ class DriftRecorder:
         if n == 0:
             return
         self.sink.rows.inc(n, {"outcome": "valid"})
-        for name, col in self.numeric:
+        for name, col in self.layout.numeric:
             bands = np.searchsorted(ZSCORE_BAND_EDGES, matrix[:, col], side="left")
             for band, count in enumerate(np.bincount(bands, minlength=len(ZSCORE_BANDS))):
                 if count:
                     self.sink.numeric.inc(int(count), {"feature": name, "band": ZSCORE_BANDS[band]})
-        for name, col, values in self.categories:
-            counts = np.count_nonzero(matrix[:, col : col + len(values)] > 0.5, axis=0)
+        valued = self.layout.value_counts(matrix)
+        for name, values, counts in valued:
             for value, count in zip(values, counts.tolist()):
-                if count:
-                    self.sink.category.inc(count, {"feature": name, "value": value})
-        for name, col in self.bools:
-            true = int(np.count_nonzero(matrix[:, col] > 0.5))
-            for value, count in (("true", true), ("false", n - true)):
                 if count:
                     self.sink.category.inc(count, {"feature": name, "value": value})
         if absent is not None:
@@ -123,7 +124,7 @@ class DriftRecorder:
                 if count:
                     self.sink.missing.inc(int(count), {"feature": name})
         if self.window is not None:
-            self.window.add(self.layout.counts(matrix, self.reference))
+            self.window.add(self.layout.counts(matrix, self.reference, valued))
 
     def invalid(self, error: InvalidInput, instances: int) -> None:
         bad_rows = {d.get("instance") for d in error.details if d.get("instance") is not None}

@@ -53,7 +53,6 @@ class InputDrift:
         self.writer = WindowWriter(store, model, version, writer_id("validator"))
         self.scorer = WindowScorer(store, model, version, reference)
         self.metrics = metrics
-        self.latest: DriftScores | None = None
         self.flusher = Flusher(self.tick, config.score_interval_s, f"drift-{model}")
 
     @property
@@ -72,8 +71,7 @@ class InputDrift:
             self.metrics.publish(self.unscored())
             return
         self.writer.flush()
-        self.latest = self.current()
-        self.metrics.publish(self.latest)
+        self.metrics.publish(self.current())
 
     def unscored(self) -> DriftScores:
         c = self.config
