@@ -367,6 +367,12 @@ class DataPlane:
         report = await served.mirror.shadow.report.remote(served.mirror.counts())
         return {**report, "sample_rate": self.config.shadow_sample_rate}
 
+    async def drain_mirrors(self) -> None:
+        """Send what every model's mirror still holds before this replica stops (each bounded
+        by its `shadow_timeout_s`, all at once)."""
+        mirrors = [m.mirror for m in self.models.values() if m.mirror is not None]
+        await asyncio.gather(*(mirror.drain() for mirror in mirrors))
+
     # ---- drift -----------------------------------------------------------------------------
 
     async def drift_report(self, name: str | None) -> dict[str, Any]:

@@ -66,3 +66,8 @@ class Ingress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.plane.reconfigure(IngressConfig.model_validate(user_config or {}))
+
+    async def __del__(self) -> None:
+        # Serve awaits this once the replica has drained its requests (a rollout, scaling
+        # down): mirrors queued after their answers went out are sent rather than lost.
+        await self.plane.drain_mirrors()

@@ -66,6 +66,15 @@ class ShadowReplica(BatchedReplica):
         if reopen:
             self._open_diff_log()
 
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops: what was counted since the last write.
+        ledger = getattr(self, "ledger", None)
+        if ledger is not None:
+            try:
+                ledger.flush(force=True)
+            except Exception as exc:  # noqa: BLE001 - the cluster may be going away too
+                logger.warning("shadow counts not written at shutdown: %s", exc)
+
     async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
         """Mirrored requests, each `{columns, primary, primary_latency_ms, request_id,
         trace_id, traceparent}`: the candidate runs once over all of them."""

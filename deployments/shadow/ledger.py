@@ -4,10 +4,15 @@ Each shadow replica keeps its running totals (counts and fixed-edge histograms, 
 cannot be summed) and writes them to Ray's cluster key-value store (GCS) under its own key.
 The report merges every key of one (model, primary, candidate): a replica that restarts, or
 a second one added by scaling, changes nothing in the totals.
+
+Writes are rate-limited to one per `flush_s`; a change that falls inside that interval is
+written when it ends (a timer on the replica's loop), and a replica that stops writes what
+it has (`ShadowReplica.__del__`), so no count is left only in a replica's memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -95,15 +100,32 @@ class Ledger:
         self.counts = ShadowCounts(edges)
         self.flush_s = 1.0
         self._flushed_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         stored = _get(self.key)
         if stored is not None:  # the same replica id restarting: carry on from its totals
             self.counts = ShadowCounts.from_json(stored)
 
     def flush(self, force: bool = False) -> None:
+        """Write the counts now if `force` or `flush_s` has passed since the last write;
+        otherwise (on a running loop) when it has."""
         now = time.monotonic()
         if force or now - self._flushed_at >= self.flush_s:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             _put(self.key, self.counts.to_json())
             self._flushed_at = now
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (offline use): the next flush writes it
+                return
+            delay_s = self._flushed_at + self.flush_s - now
+            self._timer = loop.call_later(delay_s, self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._timer = None
+        self.flush(force=True)
 
     def totals(self) -> ShadowCounts:
         """Every replica's counts for this (model, primary, candidate), this one's current."""

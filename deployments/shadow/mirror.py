@@ -13,11 +13,14 @@
   counted on its own).
 - Every failure (timeout, the shadow's own queue full, replica gone) is counted by reason
   and swallowed: the primary's status and latency do not depend on the shadow.
+- A replica that stops (a rollout, scaling down) first drains what it queued, for at most
+  `shadow_timeout_s`; what is still left then is counted as dropped (`shutdown`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
@@ -44,6 +47,10 @@ class Mirror:
         self.drops: Counter[str] = Counter()
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._senders: list[asyncio.Task[None]] = []
+        # Mirrors queued or on their way, and an event set whenever there are none.
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def reconfigure(self, config: IngressConfig) -> None:
         resize = self._queue is not None and (
@@ -65,7 +72,25 @@ class Mirror:
         except asyncio.QueueFull:
             self._drop("queue_full")
             return False
+        self._pending += 1
+        self._idle.clear()
         return True
+
+    async def drain(self, timeout_s: float | None = None) -> int:
+        """Wait until every queued mirror has been sent (or failed and been counted), at most
+        `timeout_s` (default `shadow_timeout_s`); then stop the senders. Returns how many were
+        still pending and are counted as dropped (`shutdown`)."""
+        limit_s = self.config.shadow_timeout_s if timeout_s is None else timeout_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), limit_s)
+        left = self._pending
+        if left:
+            self._drop("shutdown", left)
+        for task in self._senders:
+            task.cancel()
+        self._queue, self._senders = None, []
+        self._settled(left)
+        return left
 
     def counts(self) -> dict[str, int]:
         return dict(self.drops)
@@ -84,7 +109,9 @@ class Mirror:
     def _stop_senders(self) -> None:
         # Queued mirrors are given up on a resize; the counters say how many.
         if self._queue is not None:
-            self.drops["reconfigured"] += self._queue.qsize()
+            queued = self._queue.qsize()
+            self.drops["reconfigured"] += queued
+            self._settled(queued)
         for task in self._senders:
             task.cancel()
         self._queue, self._senders = None, []
@@ -101,6 +128,13 @@ class Mirror:
                 raise
             except Exception:  # noqa: BLE001 - a sender must never die
                 logger.exception("shadow mirror sender failed")
+            finally:
+                self._settled(len(batch))
+
+    def _settled(self, count: int) -> None:
+        self._pending = max(0, self._pending - count)
+        if self._pending == 0:
+            self._idle.set()
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
         response = self.shadow.mirror_many.remote(batch)

@@ -127,6 +127,27 @@ def service() -> Iterator[Service]:
                 os.environ[key] = value
 
 
+def is_settled() -> bool:
+    """The application is RUNNING with no replica starting or stopping: a rollout is over."""
+    from ray import serve
+
+    status = serve.status().applications[APP]
+    if status.status == "DEPLOY_FAILED":
+        pytest.fail(f"deploying the application failed: {status.message}")
+    return status.status == "RUNNING" and all(
+        set(d.replica_states) == {"RUNNING"} for d in status.deployments.values()
+    )
+
+
+@pytest.fixture(autouse=True)
+def _settled_before_each_test(request: pytest.FixtureRequest) -> None:
+    """A test that restores the config leaves a rollout behind it (Ingress and shadow
+    replicas replaced); the next test starts once it is over, not in the middle of it."""
+    if "service" in request.fixturenames or "handles" in request.fixturenames:
+        request.getfixturevalue("service")
+        wait_until(is_settled, 180, "the application's rollout to settle", interval_s=0.5)
+
+
 @pytest.fixture(scope="package")
 def handles(service: Service) -> Callable[[str], Any]:
     from ray import serve
@@ -138,16 +159,9 @@ def wait_for_config(
     service: Service, expected: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 120
 ) -> None:
     """Wait until the app is RUNNING again and `expected` holds for a fresh report."""
-    from ray import serve
 
     def settled() -> bool:
-        # RUNNING, and no replica starting or stopping: the rollout is over everywhere.
-        status = serve.status().applications[APP]
-        if status.status == "DEPLOY_FAILED":
-            pytest.fail(f"deploying the application failed: {status.message}")
-        if status.status != "RUNNING" or any(
-            set(d.replica_states) != {"RUNNING"} for d in status.deployments.values()
-        ):
+        if not is_settled():
             return False
         return expected(service.http.get(service.url("/v1/shadow/report"), timeout=10).json())
 

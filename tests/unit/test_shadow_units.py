@@ -315,3 +315,51 @@ def test_one_call_carries_at_most_shadow_batch_max_requests() -> None:
 
     mirror = asyncio.run(run())
     assert mirror.sent == 5 and mirror.shadow.calls == 3
+
+
+def test_drain_sends_what_is_queued_before_the_replica_stops() -> None:
+    async def run() -> tuple[Mirror, int]:
+        config = IngressConfig(
+            shadow_sample_rate=1.0, shadow_concurrency=1, shadow_batch_max_requests=2
+        )
+        mirror = Mirror(_Shadow("ok"), config)
+        for i in range(7):
+            mirror.offer({"request_id": str(i)})
+        left = await mirror.drain()  # no polling: drain itself waits for the sends
+        return mirror, left
+
+    mirror, left = asyncio.run(run())
+    assert left == 0 and mirror.sent == 7 and not mirror.drops
+
+
+def test_drain_gives_up_after_its_timeout_and_counts_what_was_left() -> None:
+    async def run() -> tuple[Mirror, int]:
+        config = IngressConfig(shadow_sample_rate=1.0, shadow_concurrency=1, shadow_timeout_s=30)
+        mirror = Mirror(_Shadow("hang"), config)
+        for i in range(4):
+            mirror.offer({"request_id": str(i)})
+        return mirror, await mirror.drain(timeout_s=0.05)
+
+    mirror, left = asyncio.run(run())
+    assert left == 4 and mirror.drops["shutdown"] == 4 and mirror.sent == 0
+
+
+def test_ledger_writes_a_change_inside_its_interval_when_the_interval_ends(monkeypatch) -> None:
+    from deployments.shadow import ledger as ledger_module
+
+    store: dict[str, bytes] = {}  # the cluster KV store, in memory
+    monkeypatch.setattr(ledger_module, "_put", store.__setitem__)
+    monkeypatch.setattr(ledger_module, "_get", store.get)
+
+    async def run() -> None:
+        book = ledger_module.Ledger("m/1/2", "replica-a", (0.5,))
+        book.flush_s = 0.1
+        book.counts.mirrored_requests = 1
+        book.flush()  # the first write goes at once
+        book.counts.mirrored_requests = 2
+        book.flush()  # inside the interval: deferred, not dropped
+        assert ShadowCounts.from_json(store["m/1/2/replica-a"]).mirrored_requests == 1
+        await asyncio.sleep(0.3)
+        assert ShadowCounts.from_json(store["m/1/2/replica-a"]).mirrored_requests == 2
+
+    asyncio.run(run())
