@@ -110,7 +110,8 @@ class Mirror:
         # Queued mirrors are given up on a resize; the counters say how many.
         if self._queue is not None:
             queued = self._queue.qsize()
-            self.drops["reconfigured"] += queued
+            if queued:
+                self._drop("reconfigured", queued)
             self._settled(queued)
         for task in self._senders:
             task.cancel()

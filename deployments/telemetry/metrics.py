@@ -31,7 +31,14 @@ REJECTION_REASONS = (
     "memory_pressure",
     "downstream_queue_full",
 )
-MIRROR_DROP_REASONS = ("queue_full", "timeout", "shadow_queue_full", "unavailable")
+MIRROR_DROP_REASONS = (
+    "queue_full",
+    "timeout",
+    "shadow_queue_full",
+    "unavailable",
+    "reconfigured",
+    "shutdown",
+)
 CANDIDATE_FAILURE_KINDS = ("timeout", "error")
 
 
