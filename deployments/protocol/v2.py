@@ -16,6 +16,8 @@ class RequestInput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
+    # With the binary tensor extension (protocol/v2_binary.py) the bytes after the JSON
+    # header fill `data` before this model sees it; `parameters.binary_data_size` says how many.
     data: list[Any]
     parameters: dict[str, Any] | None = None
 
@@ -37,7 +39,9 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None
+    # `{"binary_data_size": n}` when the data follows the JSON header as raw bytes.
+    parameters: dict[str, Any] | None = None
 
 
 class InferenceResponse(BaseModel):

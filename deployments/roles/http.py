@@ -286,10 +286,10 @@ def build_http_app(
         include_in_schema=False,
     )
     async def v2_infer(name: str, request: Request, version: str | None = None) -> Response:
-        return Response(
-            await inference.infer_v2(name, version, request.headers, request.stream()),
-            media_type="application/json",
+        content, headers = await inference.infer_v2(
+            name, version, request.headers, request.stream()
         )
+        return Response(content, headers={k.decode(): v.decode() for k, v in headers})
 
     gate = Gate(
         HotRoutes(app, inference, error_parts),

@@ -20,7 +20,7 @@ from starlette._utils import get_route_path
 
 from deployments.admission.inflight import DEADLINE_HEADER
 from deployments.errors import MethodNotAllowed, PayloadTooLarge
-from deployments.protocol import v1, v2
+from deployments.protocol import v1, v2, v2_binary
 from deployments.protocol.json_body import JsonLimits, json_response_bytes, parse_json
 from deployments.roles.dataplane import DataPlane
 
@@ -58,13 +58,22 @@ class Inference:
 
     async def infer_v2(
         self, name: str, version: str | None, headers: Headers, body: AsyncIterator[bytes]
-    ) -> bytes:
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The answer's body and its headers: JSON, or JSON and binary tensors when the
+        request asks for binary outputs (protocol/v2_binary.py)."""
         plane = self.plane
         served = plane.served(name, version)
         with plane.admitted(served, headers.get(DEADLINE_HEADER)) as deadline:
             raw = await self.read_body(headers, body)
             with plane.holding(served, len(raw)):
-                infer = v2.parse_infer(parse_json(raw, self.limits))
+                header_length = headers.get(v2_binary.HEADER)
+                if header_length is None:
+                    parsed = parse_json(raw, self.limits)
+                else:
+                    header, binary = v2_binary.split_body(raw, header_length)
+                    parsed = parse_json(header, self.limits)
+                    v2_binary.attach_inputs(parsed, binary)
+                infer = v2.parse_infer(parsed)
                 cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
                 prediction = await plane.infer(
                     served, "v2", infer.inputs, cache_key, deadline, headers.get("x-request-id", "")
@@ -77,7 +86,16 @@ class Inference:
         }
         if infer.id is not None:
             answer["id"] = infer.id
-        return json_response_bytes(answer)
+        choice = v2_binary.BinaryChoice(infer.parameters, infer.outputs)
+        if not choice.any:
+            return json_response_bytes(answer), _JSON
+        content, json_length = v2_binary.encode_answer(answer, choice)
+        if json_length is None:
+            return content, _JSON
+        return content, [
+            (b"content-type", v2_binary.CONTENT_TYPE),
+            (v2_binary.HEADER.encode(), str(json_length).encode()),
+        ]
 
     async def read_body(self, headers: Headers, body: AsyncIterator[bytes]) -> bytes:
         limit = self.max_request_bytes
@@ -142,11 +160,12 @@ class HotRoutes:
                 )
             if v1_name is not None:
                 content = await self.inference.predict_v1(v1_name, headers, _body(receive))
+                extra = _JSON
             else:
-                content = await self.inference.infer_v2(
+                content, extra = await self.inference.infer_v2(
                     match["v2"], match["version"], headers, _body(receive)
                 )
-            status, extra = 200, _JSON
+            status = 200
         except Exception as exc:  # noqa: BLE001 - every failure is answered, typed
             status, extra, content = self._error_parts(exc)
         await send_whole(send, status, extra, content)

@@ -22,7 +22,7 @@ from deployments.kinds.base import Batch, ComparePolicy, Comparison
 from deployments.roles.replica import BatchedReplica, batch_config
 from deployments.shadow.compare import Thresholds, report
 from deployments.shadow.diff_log import DiffLog, row_hash
-from deployments.shadow.ledger import Ledger
+from deployments.shadow.ledger import shadow_ledger
 from deployments.telemetry.metrics import ShadowMetrics
 from deployments.telemetry.monitoring import replica_unique_id
 from deployments.telemetry.tracing import (
@@ -50,7 +50,7 @@ class ShadowReplica(BatchedReplica):
         spec = self.kind.comparison
         self.metrics = ShadowMetrics(name, primary_version, self.version, spec.metric)
         key = f"{name}/{primary_version}/{self.version}{self.ledger_scope}"
-        self.ledger = Ledger(key, replica_unique_id(), spec.edges)
+        self.ledger = shadow_ledger(key, replica_unique_id(), spec.edges)
         self.diff_log: DiffLog | None = None
         self._open_diff_log()
 

@@ -1,25 +1,20 @@
 """Shadow counters that survive a replica restart and add up across replicas.
 
 Each shadow replica keeps its running totals (counts and fixed-edge histograms, nothing that
-cannot be summed) and writes them to Ray's cluster key-value store (GCS) under its own key.
-The report merges every key of one (model, primary, candidate): a replica that restarts, or
-a second one added by scaling, changes nothing in the totals.
-
-Writes are rate-limited to one per `flush_s`; a change that falls inside that interval is
-written when it ends (a timer on the replica's loop), and a replica that stops writes what
-it has (`ShadowReplica.__del__`), so no count is left only in a replica's memory.
+cannot be summed) in a `telemetry.cluster_ledger.Ledger`, under its own key in Ray's cluster
+key-value store; the report merges every replica's counts of one (model, primary, candidate).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from deployments.telemetry.cluster_ledger import Ledger
 
 LATENCY_EDGES_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 _NAMESPACE = "ray-serve-inference-shadow"
@@ -91,72 +86,8 @@ class ShadowCounts:
         return cls(**raw)
 
 
-class Ledger:
-    """This replica's counts, flushed to the cluster's KV store at most every `flush_s`."""
-
-    def __init__(self, key_prefix: str, replica_id: str, edges: tuple[float, ...]) -> None:
-        self.prefix = key_prefix
-        self.key = f"{key_prefix}/{replica_id}"
-        self.counts = ShadowCounts(edges)
-        self.flush_s = 1.0
-        self._flushed_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        stored = _get(self.key)
-        if stored is not None:  # the same replica id restarting: carry on from its totals
-            self.counts = ShadowCounts.from_json(stored)
-
-    def flush(self, force: bool = False) -> None:
-        """Write the counts now if `force` or `flush_s` has passed since the last write;
-        otherwise (on a running loop) when it has."""
-        now = time.monotonic()
-        if force or now - self._flushed_at >= self.flush_s:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            _put(self.key, self.counts.to_json())
-            self._flushed_at = now
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (offline use): the next flush writes it
-                return
-            delay_s = self._flushed_at + self.flush_s - now
-            self._timer = loop.call_later(delay_s, self._deferred_flush)
-
-    def _deferred_flush(self) -> None:
-        self._timer = None
-        self.flush(force=True)
-
-    def totals(self) -> ShadowCounts:
-        """Every replica's counts for this (model, primary, candidate), this one's current."""
-        self.flush(force=True)
-        total = ShadowCounts(self.counts.metric_edges)
-        for key in _list(self.prefix + "/"):
-            blob = _get(key)
-            if blob is not None:
-                total = total.merged(ShadowCounts.from_json(blob))
-        return total
-
-
-def _put(key: str, value: bytes) -> None:
-    from ray.experimental import internal_kv
-
-    if internal_kv._internal_kv_initialized():
-        internal_kv._internal_kv_put(key, value, overwrite=True, namespace=_NAMESPACE)
-
-
-def _get(key: str) -> bytes | None:
-    from ray.experimental import internal_kv
-
-    if not internal_kv._internal_kv_initialized():
-        return None
-    return internal_kv._internal_kv_get(key, namespace=_NAMESPACE)
-
-
-def _list(prefix: str) -> list[str]:
-    from ray.experimental import internal_kv
-
-    if not internal_kv._internal_kv_initialized():
-        return []
-    keys = internal_kv._internal_kv_list(prefix, namespace=_NAMESPACE)
-    return [k.decode() if isinstance(k, bytes) else k for k in keys]
+def shadow_ledger(
+    key_prefix: str, replica_id: str, edges: tuple[float, ...]
+) -> Ledger[ShadowCounts]:
+    """The shadow's counts of one (model, primary, candidate), summed over its replicas."""
+    return Ledger(_NAMESPACE, key_prefix, replica_id, ShadowCounts(edges))

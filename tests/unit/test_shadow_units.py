@@ -345,14 +345,15 @@ def test_drain_gives_up_after_its_timeout_and_counts_what_was_left() -> None:
 
 
 def test_ledger_writes_a_change_inside_its_interval_when_the_interval_ends(monkeypatch) -> None:
-    from deployments.shadow import ledger as ledger_module
+    from deployments.shadow.ledger import shadow_ledger
+    from deployments.telemetry import cluster_ledger
 
     store: dict[str, bytes] = {}  # the cluster KV store, in memory
-    monkeypatch.setattr(ledger_module, "_put", store.__setitem__)
-    monkeypatch.setattr(ledger_module, "_get", store.get)
+    monkeypatch.setattr(cluster_ledger, "_put", lambda _ns, k, v: store.__setitem__(k, v))
+    monkeypatch.setattr(cluster_ledger, "_get", lambda _ns, k: store.get(k))
 
     async def run() -> None:
-        book = ledger_module.Ledger("m/1/2", "replica-a", (0.5,))
+        book = shadow_ledger("m/1/2", "replica-a", (0.5,))
         book.flush_s = 0.1
         book.counts.mirrored_requests = 1
         book.flush()  # the first write goes at once
