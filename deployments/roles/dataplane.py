@@ -32,6 +32,7 @@ from deployments.errors import (
     raise_if_error,
 )
 from deployments.kinds.base import Batch, Columns, ModelKind
+from deployments.protocol import triton
 from deployments.roles.validator import decode
 from deployments.shadow.mirror import Mirror
 from deployments.telemetry.tracing import current_trace_id, current_traceparent
@@ -353,6 +354,27 @@ class DataPlane:
                 ) from exc
             raise
         return raise_if_error(result)
+
+    # ---- Triton's model configuration and statistics ---------------------------------------
+
+    async def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        served = self.served(name, version)
+        replica = await served.model.describe.remote()
+        return triton.model_config(
+            served.kind,
+            served.kind.metadata.version,
+            served.max_rows,
+            self.config.caller_batch_wait_s,
+            self.config.caller_batch_max_requests,
+            replica,
+            served.replicas.count(),
+        )
+
+    async def model_stats(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """Triton's `model_stats` of one model, or of every served model."""
+        chosen = [self.served(name, version)] if name is not None else list(self.models.values())
+        stats = await asyncio.gather(*(s.model.statistics.remote() for s in chosen))
+        return {"model_stats": list(stats)}
 
     # ---- shadow ----------------------------------------------------------------------------
 

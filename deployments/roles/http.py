@@ -34,7 +34,7 @@ from deployments.errors import (
     RouteNotFound,
     ServingError,
 )
-from deployments.protocol import v1, v2
+from deployments.protocol import v1, v2, v2_binary
 from deployments.protocol.common import ErrorBody
 from deployments.protocol.json_body import json_response_bytes
 from deployments.roles.dataplane import DataPlane
@@ -45,6 +45,8 @@ from deployments.telemetry.request_telemetry import RequestTelemetry
 logger = logging.getLogger("ray.serve")
 
 VERSION = "0.2.0"
+# Triton's extensions served here, as `/v2` lists them.
+EXTENSIONS = [v2_binary.EXTENSION, "model_configuration", "statistics"]
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 405, 413, 422, 429, 503, 504)}
 _DEADLINE_PARAM = {
     "name": DEADLINE_HEADER,
@@ -235,7 +237,7 @@ def build_http_app(
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "ray-serve-inference", "version": VERSION, "extensions": []}
+        return {"name": "ray-serve-inference", "version": VERSION, "extensions": EXTENSIONS}
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, Any]:
@@ -246,6 +248,24 @@ def build_http_app(
         if not await plane.all_ready():
             raise NotReady("models are still loading or warming up")
         return {"ready": True}
+
+    # Before `/v2/models/{name}`, which would take "stats" for a model's name.
+    @app.get("/v2/models/stats", responses=_ERRORS)
+    async def v2_all_stats() -> dict[str, Any]:
+        """Triton's statistics extension, every served model."""
+        return await plane.model_stats(None, None)
+
+    @app.get("/v2/models/{name}/stats", responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}/stats", responses=_ERRORS)
+    async def v2_model_stats(name: str, version: str | None = None) -> dict[str, Any]:
+        """Triton's statistics extension: request, queue and compute counts and times."""
+        return await plane.model_stats(name, version)
+
+    @app.get("/v2/models/{name}/config", responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}/config", responses=_ERRORS)
+    async def v2_model_config(name: str, version: str | None = None) -> dict[str, Any]:
+        """Triton's model configuration extension (`model_config.proto` as JSON)."""
+        return await plane.model_config(name, version)
 
     @app.get("/v2/models/{name}", response_model=v2.ModelMetadataResponse, responses=_ERRORS)
     @app.get(

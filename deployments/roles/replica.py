@@ -29,6 +29,7 @@ from deployments.repository.store import load_kind
 from deployments.roles.autoscaling import REQUESTS_IN_FLIGHT
 from deployments.telemetry.drift_watch import PredictionDrift
 from deployments.telemetry.metrics import BatchMetrics, StageMetrics
+from deployments.telemetry.model_stats import stats_ledger
 from deployments.telemetry.monitoring import (
     Monitor,
     replica_deployment_name,
@@ -94,6 +95,8 @@ class BatchedReplica:
         # One batch computes at a time; the others wait here (measured as queue_wait).
         self._compute_turn = asyncio.Lock()
         self.replica_id = replica_unique_id()
+        # Triton's statistics of this version, this replica's share (telemetry/model_stats.py).
+        self.stats = stats_ledger(name, self.version, self.replica_id)
         install_log_correlation(logger)
         logger.info(
             "loaded %s:%s (%s, %s) on %s",
@@ -149,14 +152,55 @@ class BatchedReplica:
         finally:
             self.in_flight.add(-len(batch))
         answered = [i for i in range(len(batch)) if i not in failures]
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        finished = time.perf_counter()
+        self._count(len(batch), answered, outputs.rows, arrived, started, finished)
+        elapsed_ms = (finished - started) * 1000
         return Answer(outputs, answered, failures, self.version, elapsed_ms, self.replica_id)
+
+    def _count(
+        self,
+        requests: int,
+        answered: list[int],
+        rows: int,
+        arrived: float,
+        started: float,
+        finished: float,
+    ) -> None:
+        """One call's requests in Triton's statistics (each spent the call's time here)."""
+        counts = self.stats.counts
+        ns = int((finished - arrived) * 1e9)
+        failed = requests - len(answered)
+        counts.add("queue", requests, int((started - arrived) * 1e9) * requests)
+        counts.add("success", len(answered), ns * len(answered))
+        if failed:
+            counts.add("fail", failed, ns * failed)
+        counts.inference_count += rows
+        counts.last_inference_ms = int(time.time() * 1000)
+        self.stats.flush()
+
+    def statistics(self) -> dict[str, Any]:
+        """Triton's statistics of this version, summed over every replica that served it."""
+        return self.stats.totals().triton(self.metadata.name, self.version)
+
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops: what was counted since the last write.
+        for ledger in self._ledgers():
+            try:
+                ledger.flush(force=True)
+            except Exception as exc:  # noqa: BLE001 - the cluster may be going away too
+                logger.warning("counts not written at shutdown: %s", exc)
+
+    def _ledgers(self) -> list[Any]:
+        stats = getattr(self, "stats", None)
+        return [stats] if stats is not None else []
 
     async def _compute(self, batch: Batch, links: list[Any]) -> tuple[Batch, Failures]:
         """The batch's outputs (answered requests only) and the others' errors. A failure
         anywhere runs each request alone, so only the culprit fails."""
         try:
+            prepare_started = time.perf_counter_ns()
             prepared = self.runtime.prepare(batch.columns)
+            self.stats.counts.add("compute_input", 1, time.perf_counter_ns() - prepare_started)
             outputs = await self._forward_chunks(prepared, links, batch.offsets)
         except Exception:  # noqa: BLE001 - isolate the culprit by running requests alone
             return await self._each_alone(batch, links)
@@ -177,7 +221,9 @@ class BatchedReplica:
                 await asyncio.sleep(0)
             chunk = columns if len(spans) == 1 else {n: a[start:stop] for n, a in columns.items()}
             with self.monitor.call("compute", {"batch.rows": stop - start}, links):
+                pass_started = time.perf_counter_ns()
                 outputs = self.runtime.forward(chunk)
+                self.stats.counts.add_pass(stop - start, time.perf_counter_ns() - pass_started)
             _check_rows(outputs, stop - start)
             self.batch_metrics.batch(_requests_in(offsets, start, stop), stop - start, cost)
             self.kind.observe_outputs(outputs, self.batch_metrics)

@@ -66,14 +66,9 @@ class ShadowReplica(BatchedReplica):
         if reopen:
             self._open_diff_log()
 
-    def __del__(self) -> None:
-        # Serve calls this when the replica stops: what was counted since the last write.
+    def _ledgers(self) -> list[Any]:
         ledger = getattr(self, "ledger", None)
-        if ledger is not None:
-            try:
-                ledger.flush(force=True)
-            except Exception as exc:  # noqa: BLE001 - the cluster may be going away too
-                logger.warning("shadow counts not written at shutdown: %s", exc)
+        return [*super()._ledgers(), *([ledger] if ledger is not None else [])]
 
     async def mirror_many(self, payloads: list[dict[str, Any]]) -> None:
         """Mirrored requests, each `{columns, primary, primary_latency_ms, request_id,

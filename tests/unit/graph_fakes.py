@@ -15,6 +15,7 @@ from deployments.roles.dataplane import DataPlane, ServedModel
 from deployments.roles.http import build_http_app
 from deployments.roles.replica import Answer
 from deployments.roles.validator import decode
+from deployments.telemetry.model_stats import ModelStatistics
 
 
 class _Method:
@@ -72,15 +73,24 @@ class InProcessReplica:
         self.kind, self.runtime, self.version = kind, runtime, version
         self.replicas = replicas
         self.batches: list[int] = []
+        self.stats = ModelStatistics()
 
     def predict_many(self, batch: Batch, traceparents: Any = None) -> Answer:
         self.batches.append(len(batch))
         parts = [self.runtime.forward(self.runtime.prepare(p)) for p in batch.parts()]
         replica = f"replica-{len(self.batches) % self.replicas}"
+        self.stats.add("success", len(batch), 0)
+        self.stats.inference_count += batch.rows
         return Answer(Batch.of(parts), list(range(len(batch))), {}, self.version, 1.0, replica)
 
     def ready(self) -> bool:
         return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": "cpu", "batch": {"max_batch_size": 64}}
+
+    def statistics(self) -> dict[str, Any]:
+        return self.stats.triton(self.kind.metadata.name, self.version)
 
 
 class RecordingMetrics:
