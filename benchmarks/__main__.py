@@ -10,6 +10,7 @@ text          the text model: served items/s vs its raw forward pass and a FastA
 rate_limit    two clients, one over its per-client limit: the other's goodput and p99
 ingress_memory  10,000 distinct large text requests: the ingress's RSS against its memory
 drift_cost    throughput and p99 with drift scoring on vs off
+protocols     v1 JSON vs v2 JSON vs v2 binary tensors (fraud-risk, MiniLM): rps and p99
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ COMMANDS = {
     "rate_limit": "benchmarks.rate_limit",
     "ingress_memory": "benchmarks.ingress_memory",
     "drift_cost": "benchmarks.drift_cost",
+    "protocols": "benchmarks.protocols",
 }
 
 

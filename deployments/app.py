@@ -23,6 +23,7 @@ from deployments.repository import architectures
 from deployments.repository.metadata import available_models
 from deployments.repository.store import latest_version, load_kind
 from deployments.roles.ingress import Ingress
+from deployments.roles.listen import serve_http_host
 from deployments.roles.replica import ModelReplica
 from deployments.roles.shadow import ShadowReplica
 from deployments.roles.validator import Validator
@@ -37,23 +38,6 @@ def build_app(args: AppArgs) -> Application:
         "http_options.host",
     )
     return bind_graph(args, ShadowReplica)
-
-
-def serve_http_host() -> str:
-    """Where Serve's HTTP front listens, as the controller has it (`serve deploy` builds the
-    app in a task on the cluster, so the config file is not at hand)."""
-    import ray
-    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
-
-    if not ray.is_initialized():
-        return "127.0.0.1"  # built outside Ray (tests, `serve build`): nothing listens
-    try:
-        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-        host = ray.get(controller.get_http_config.remote()).host
-    except ValueError:
-        return "127.0.0.1"  # no Serve controller yet: nothing listens
-    # Serve reads an unset host as its default, all interfaces.
-    return host if host else "0.0.0.0"
 
 
 def bind_graph(args: AppArgs, shadow_deployment: Deployment) -> Application:

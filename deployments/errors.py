@@ -1,6 +1,7 @@
-"""Typed serving errors, one class per failure, each carrying its HTTP meaning.
+"""Typed serving errors, one class per failure, each carrying its HTTP status and its gRPC
+status code (the name of a `grpc.StatusCode`), so both protocols map failures the same way.
 
-The ingress maps these to responses in one function (`ingress.error_response`). Everything
+The ingress types every failure in one function (`roles/failures.py`). Everything
 here is a leaf: it imports nothing of ours and nothing heavy, so any deployment can raise
 these and the ingress can catch them after they cross a process boundary.
 
@@ -19,6 +20,7 @@ class ServingError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
+    grpc_code: str = "INTERNAL"
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -43,6 +45,7 @@ class InvalidInput(ServingError):
 
     status_code = 422
     code = "invalid_input"
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class BadRequest(ServingError):
@@ -50,16 +53,19 @@ class BadRequest(ServingError):
 
     status_code = 400
     code = "bad_request"
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class ModelNotFound(ServingError):
     status_code = 404
     code = "model_not_found"
+    grpc_code = "NOT_FOUND"
 
 
 class RouteNotFound(ServingError):
     status_code = 404
     code = "not_found"
+    grpc_code = "NOT_FOUND"
 
 
 class MethodNotAllowed(ServingError):
@@ -67,6 +73,7 @@ class MethodNotAllowed(ServingError):
 
     status_code = 405
     code = "method_not_allowed"
+    grpc_code = "UNIMPLEMENTED"
 
     def __init__(
         self, message: str, details: list[dict[str, Any]] | None = None, allow: str = ""
@@ -84,6 +91,7 @@ class MethodNotAllowed(ServingError):
 class ShadowNotConfigured(ServingError):
     status_code = 404
     code = "shadow_not_configured"
+    grpc_code = "NOT_FOUND"
 
 
 class DriftNotConfigured(ServingError):
@@ -91,16 +99,19 @@ class DriftNotConfigured(ServingError):
 
     status_code = 404
     code = "drift_not_configured"
+    grpc_code = "NOT_FOUND"
 
 
 class PayloadTooLarge(ServingError):
     status_code = 413
     code = "payload_too_large"
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Unauthorized(ServingError):
     status_code = 401
     code = "unauthorized"
+    grpc_code = "UNAUTHENTICATED"
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
@@ -111,6 +122,7 @@ class ClientClosedRequest(ServingError):
 
     status_code = 499
     code = "client_closed_request"
+    grpc_code = "CANCELLED"
 
 
 class DeadlineExceeded(ServingError):
@@ -118,6 +130,7 @@ class DeadlineExceeded(ServingError):
 
     status_code = 504
     code = "deadline_exceeded"
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 class NotReady(ServingError):
@@ -125,6 +138,7 @@ class NotReady(ServingError):
 
     status_code = 503
     code = "not_ready"
+    grpc_code = "UNAVAILABLE"
     retry_after_s: float = 5.0
 
     def headers(self) -> dict[str, str]:
@@ -158,6 +172,7 @@ class Overloaded(ComeBackLater):
 
     status_code = 503
     code = "overloaded"
+    grpc_code = "UNAVAILABLE"
 
 
 class RateLimited(ComeBackLater):
@@ -167,6 +182,7 @@ class RateLimited(ComeBackLater):
 
     status_code = 429
     code = "rate_limited"
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class InferenceFailed(ServingError):
@@ -174,6 +190,7 @@ class InferenceFailed(ServingError):
 
     status_code = 500
     code = "inference_failed"
+    grpc_code = "INTERNAL"
 
 
 class ArtifactError(Exception):

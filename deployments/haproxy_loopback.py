@@ -27,17 +27,17 @@ import sys
 from pathlib import Path
 
 LOOPBACK_SECTIONS = ("frontend prometheus", "listen stats")
-FRONT_DOOR = "frontend http_frontend"
+FRONT_DOORS = ("frontend http_frontend", "frontend grpc_frontend")
 _BIND = re.compile(r"^(\s*bind\s+)(\S*?):(\d+)(.*)$")
 _REAL_BINARY_ENV = "INFERENCE_HAPROXY_REAL_BINARY"
 
 
 def loopback_config(text: str) -> str:
     """`text` with every bind of the stats and metrics sections on 127.0.0.1, and the front
-    door appending the client's address to X-Forwarded-For (the ingress's per-client rate
-    limit needs it: behind haproxy every peer is haproxy)."""
+    doors (HTTP and gRPC) appending the client's address to X-Forwarded-For (the ingress's
+    per-client rate limit needs it: behind haproxy every peer is haproxy)."""
     out, section = [], ""
-    forwards = any(line.split()[:2] == ["option", "forwardfor"] for line in text.splitlines())
+    forwarding = {door: False for door in FRONT_DOORS}
     for line in text.splitlines(keepends=True):
         if line[:1] not in (" ", "\t", "\n", "#", ""):
             section = " ".join(line.split()[:2])
@@ -47,9 +47,21 @@ def loopback_config(text: str) -> str:
                 head, _host, port, rest = match.groups()
                 line = f"{head}127.0.0.1:{port}{rest}\n"
         out.append(line)
-        if section == FRONT_DOOR and not forwards and line.lstrip().startswith("bind "):
+        if section in forwarding and line.split()[:2] == ["option", "forwardfor"]:
+            forwarding[section] = True
+    return _forwarding("".join(out), [door for door, done in forwarding.items() if not done])
+
+
+def _forwarding(text: str, doors: list[str]) -> str:
+    """`option forwardfor` after the first `bind` of each of `doors`."""
+    out, section = [], ""
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", "\t", "\n", "#", ""):
+            section = " ".join(line.split()[:2])
+        out.append(line)
+        if section in doors and line.lstrip().startswith("bind "):
             out.append("    option forwardfor\n")
-            forwards = True
+            doors = [d for d in doors if d != section]
     return "".join(out)
 
 

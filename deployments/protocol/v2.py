@@ -11,6 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.protocol.common import parse_envelope
 
+SERVER_NAME = "ray-serve-inference"
+SERVER_VERSION = "0.2.0"
+# Triton's extensions served here (HTTP and gRPC), as server metadata lists them.
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
+
 
 class RequestInput(BaseModel):
     name: str

@@ -25,7 +25,6 @@ from deployments.protocol.json_body import json_response_bytes
 
 HEADER = "inference-header-content-length"
 CONTENT_TYPE = b"application/octet-stream"
-EXTENSION = "binary_tensor_data"
 
 # Fixed-size datatypes: the little-endian numpy type of one element.
 NUMPY_TYPES: dict[str, np.dtype] = {
@@ -93,6 +92,12 @@ def attach_inputs(body: Any, binary: memoryview) -> None:
             f"add up to {offset}",
             [{"field": "inputs", "reason": "binary_data_size does not cover the binary section"}],
         )
+
+
+def attach_one(tensor: dict[str, Any], raw: memoryview) -> None:
+    """Fill `data` of one tensor (a dict with name, datatype, shape) from exactly its bytes:
+    gRPC's `raw_input_contents` carry the same layout, one entry per input."""
+    tensor["data"] = _decode(_name(tensor, 0), tensor, raw)
 
 
 def _decode(name: str, tensor: dict[str, Any], raw: memoryview) -> list[Any]:
@@ -182,7 +187,7 @@ def encode_answer(answer: dict[str, Any], binary: BinaryChoice) -> tuple[bytes, 
     chunks: list[bytes] = []
     for output in answer["outputs"]:
         if binary(output["name"]):
-            raw = _encode(output["datatype"], output.pop("data"))
+            raw = encode(output["datatype"], output.pop("data"))
             output["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
     header = json_response_bytes(answer)
@@ -191,7 +196,8 @@ def encode_answer(answer: dict[str, Any], binary: BinaryChoice) -> tuple[bytes, 
     return b"".join([header, *chunks]), len(header)
 
 
-def _encode(datatype: str, data: Any) -> bytes:
+def encode(datatype: str, data: Any) -> bytes:
+    """One tensor's data as raw bytes (the binary extension's and gRPC's layout)."""
     if datatype == "BYTES":
         parts = []
         for value in data:

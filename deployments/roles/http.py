@@ -10,7 +10,6 @@ it over httpx's ASGI transport with fake handles. Every failure becomes a status
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -26,27 +25,22 @@ from deployments.admission.auth import BearerAuth
 from deployments.admission.inflight import DEADLINE_HEADER
 from deployments.errors import (
     BadRequest,
-    ClientClosedRequest,
-    DeadlineExceeded,
     MethodNotAllowed,
     NotReady,
-    Overloaded,
     RouteNotFound,
     ServingError,
 )
-from deployments.protocol import v1, v2, v2_binary
+from deployments.protocol import v1, v2
 from deployments.protocol.common import ErrorBody
 from deployments.protocol.json_body import json_response_bytes
 from deployments.roles.dataplane import DataPlane
+from deployments.roles.failures import logged_error
 from deployments.roles.http_gate import OPEN_PATHS, Gate
 from deployments.roles.http_inference import HotRoutes, Inference
 from deployments.telemetry.request_telemetry import RequestTelemetry
 
 logger = logging.getLogger("ray.serve")
 
-VERSION = "0.2.0"
-# Triton's extensions served here, as `/v2` lists them.
-EXTENSIONS = [v2_binary.EXTENSION, "model_configuration", "statistics"]
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 405, 413, 422, 429, 503, 504)}
 _DEADLINE_PARAM = {
     "name": DEADLINE_HEADER,
@@ -57,20 +51,12 @@ _DEADLINE_PARAM = {
 }
 
 
-# ---- error mapping: the one place failures become statuses --------------------------------
+# ---- error mapping: failures as HTTP answers (the typing is roles/failures.py) ------------
 
 
 def error_response(exc: BaseException) -> JSONResponse:
     error = logged_error(exc)
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers())
-
-
-def logged_error(exc: BaseException) -> ServingError:
-    """The typed error for `exc`; a server fault (never a client's) is logged with its trace."""
-    error = as_serving_error(exc)
-    if error.status_code >= 500 and not isinstance(error, (NotReady, Overloaded, DeadlineExceeded)):
-        logger.error("request failed: %s", error.message, exc_info=exc)
-    return error
 
 
 def error_parts(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -84,37 +70,6 @@ def error_parts(exc: BaseException) -> tuple[int, list[tuple[bytes, bytes]], byt
         [(b"content-type", b"application/json"), *headers],
         json_response_bytes(error.to_body()),
     )
-
-
-def as_serving_error(exc: BaseException) -> ServingError:
-    # Ray re-raises a replica's exception as a class deriving from both RayTaskError and
-    # the original, so typed errors from the Validator or ModelReplica match here too.
-    if isinstance(exc, ServingError):
-        return exc
-    if isinstance(exc, (ClientDisconnect, asyncio.CancelledError)):
-        return ClientClosedRequest("client disconnected before the answer")
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, ServingError):
-        return cause
-    from ray.serve import exceptions as serve_exc
-
-    if isinstance(exc, serve_exc.BackPressureError):
-        return Overloaded("the model is at capacity; retry after the indicated delay")
-    if isinstance(exc, ray_exceptions.TaskCancelledError):
-        # Serve cancels a request's downstream work when its client disconnects.
-        return ClientClosedRequest("request cancelled: the client disconnected")
-    if isinstance(
-        exc,
-        (
-            ray_exceptions.ActorDiedError,
-            ray_exceptions.ActorUnavailableError,
-            serve_exc.DeploymentUnavailableError,
-        ),
-    ):
-        return Overloaded(
-            f"a replica is unavailable ({type(exc).__name__}); retry shortly", retry_after_s=2.0
-        )
-    return ServingError(f"internal error ({type(exc).__name__}); see the server log")
 
 
 def _method_not_allowed(request: Request, allow: str) -> JSONResponse:
@@ -137,7 +92,7 @@ def build_http_app(
         description="KServe v1 and Open Inference Protocol v2 over validated, batched, "
         "shadowed torch models. Every response carries `x-request-id` (an incoming one is "
         'kept). Errors are JSON `{"error": ..., "code": ...}`.',
-        version=VERSION,
+        version=v2.SERVER_VERSION,
         # FastAPI's own OpenTelemetry instrumentation switches itself on once Ray Serve
         # installs a tracer provider: a second server span per request plus spans around
         # dependency resolution, all on the hot path. RequestTelemetry is the one place
@@ -237,7 +192,7 @@ def build_http_app(
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "ray-serve-inference", "version": VERSION, "extensions": EXTENSIONS}
+        return v2.server_metadata()
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The one door every HTTP request passes: authentication, deny by default, then the caller's
-own rate limit. Routes never check either themselves, so a route added later cannot forget.
+"""The one door every request passes (HTTP here; the `Door` it keeps is gRPC's too): authentication,
+deny by default, then the caller's own rate limit. Routes and RPCs never check either
+themselves, so one added later cannot forget.
 
 Open without a token: only the exact paths in `open_paths` (health probes, which a load
 balancer or kubelet calls without credentials), compared as routing sees them (without a
@@ -19,9 +20,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from starlette._utils import get_route_path
 
-from deployments.admission.auth import BearerAuth, is_loopback
+from deployments.admission.auth import BearerAuth
+from deployments.admission.door import Door, client_address
 from deployments.admission.rate_limit import RateLimiter
-from deployments.errors import RateLimited, Unauthorized
 from deployments.roles.http_inference import Receive, Scope, Send, send_whole
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -41,11 +42,9 @@ class Gate:
     ) -> None:
         self.app = app
         self.state = getattr(app, "state", None)
-        self.auth = auth
-        self.limiter = limiter
+        self.door = Door(auth, limiter, on_limited)
         self.open_paths = frozenset(open_paths)
         self._error_parts = error_parts
-        self._on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,35 +72,10 @@ class Gate:
                 authorization = value.decode("latin-1")
             elif key == b"x-forwarded-for":
                 forwarded = value
-        limiter = self.limiter
-        try:
-            client = self.auth.identify(authorization)
-        except Unauthorized:
-            # Guessing keys costs the guesser its address's bucket, like any request.
-            if limiter.config.enabled:
-                self._check(client_address(scope, forwarded))
-            raise
-        if limiter.config.enabled:
-            self._check(client if client is not None else client_address(scope, forwarded))
-
-    def _check(self, client: str) -> None:
-        try:
-            self.limiter.check(client)
-        except RateLimited:
-            if self._on_limited is not None:
-                self._on_limited("override" if client in self.limiter.config.clients else "default")
-            raise
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        self.door.check(authorization, lambda: client_address(peer, forwarded))
 
 
 def route_path(scope: Scope) -> str:
     """The path routes match on: without Serve's route prefix or a proxy's root_path."""
     return get_route_path(scope)
-
-
-def client_address(scope: Scope, forwarded: bytes | None) -> str:
-    peer = (scope.get("client") or ("unknown", 0))[0]
-    if forwarded and is_loopback(peer):
-        last = forwarded.rsplit(b",", 1)[-1].strip()
-        if last:
-            return last.decode("latin-1")
-    return peer

@@ -18,11 +18,11 @@ from typing import Any
 
 from starlette._utils import get_route_path
 
-from deployments.admission.inflight import DEADLINE_HEADER
+from deployments.admission.inflight import DEADLINE_HEADER, Deadline
 from deployments.errors import MethodNotAllowed, PayloadTooLarge
 from deployments.protocol import v1, v2, v2_binary
 from deployments.protocol.json_body import JsonLimits, json_response_bytes, parse_json
-from deployments.roles.dataplane import DataPlane
+from deployments.roles.dataplane import DataPlane, ServedModel
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -73,19 +73,9 @@ class Inference:
                     header, binary = v2_binary.split_body(raw, header_length)
                     parsed = parse_json(header, self.limits)
                     v2_binary.attach_inputs(parsed, binary)
-                infer = v2.parse_infer(parsed)
-                cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
-                prediction = await plane.infer(
-                    served, "v2", infer.inputs, cache_key, deadline, headers.get("x-request-id", "")
+                infer, answer = await self.answer_v2(
+                    served, parsed, deadline, headers.get("x-request-id", "")
                 )
-        requested = [o.name for o in infer.outputs] if infer.outputs else None
-        answer: dict[str, Any] = {
-            "model_name": name,
-            "model_version": prediction.model_version,
-            "outputs": served.kind.encode_v2(prediction.outputs, requested),
-        }
-        if infer.id is not None:
-            answer["id"] = infer.id
         choice = v2_binary.BinaryChoice(infer.parameters, infer.outputs)
         if not choice.any:
             return json_response_bytes(answer), _JSON
@@ -96,6 +86,26 @@ class Inference:
             (b"content-type", v2_binary.CONTENT_TYPE),
             (v2_binary.HEADER.encode(), str(json_length).encode()),
         ]
+
+    async def answer_v2(
+        self, served: ServedModel, parsed: Any, deadline: Deadline, request_id: str
+    ) -> tuple[v2.InferenceRequest, dict[str, Any]]:
+        """A v2 request body (parsed; binary tensors already in `data`) answered, whatever
+        carried it (HTTP JSON, HTTP binary, gRPC): the envelope and its answer, outputs
+        still arrays."""
+        plane = self.plane
+        infer = v2.parse_infer(parsed)
+        cache_key = [t.model_dump() for t in infer.inputs] if plane.cache.enabled else None
+        prediction = await plane.infer(served, "v2", infer.inputs, cache_key, deadline, request_id)
+        requested = [o.name for o in infer.outputs] if infer.outputs else None
+        answer: dict[str, Any] = {
+            "model_name": served.name,
+            "model_version": prediction.model_version,
+            "outputs": served.kind.encode_v2(prediction.outputs, requested),
+        }
+        if infer.id is not None:
+            answer["id"] = infer.id
+        return infer, answer
 
     async def read_body(self, headers: Headers, body: AsyncIterator[bytes]) -> bytes:
         limit = self.max_request_bytes

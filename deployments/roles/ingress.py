@@ -1,5 +1,5 @@
 """Ingress deployment: the graph's front door. Wires the data plane to its handles and serves
-the HTTP adapter; holds no route and no per-model logic of its own.
+the HTTP adapter and Triton's gRPC service; holds no route and no per-model logic of its own.
 
 `__serve_build_asgi_app__` is Serve's late-bound ingress: the app is built after the
 constructor, in the replica, around this replica's own data plane.
@@ -13,10 +13,15 @@ from typing import Any
 from ray import serve
 
 from deployments.admission.auth import BearerAuth, load_keys
+from deployments.admission.door import Door
 from deployments.config import AppArgs, IngressConfig
+from deployments.protocol.v2 import server_metadata
 from deployments.repository.store import load_kind
 from deployments.roles.dataplane import DataPlane, ServedModel
+from deployments.roles.grpc_front import GrpcFront
 from deployments.roles.http import build_http_app
+from deployments.roles.http_inference import Inference
+from deployments.roles.listen import grpc_on_http_host, serve_http_host
 from deployments.shadow.mirror import Mirror
 from deployments.telemetry.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
 from deployments.telemetry.node_metrics import NodeMetrics
@@ -32,6 +37,8 @@ class Ingress:
     def __init__(self, args: AppArgs, models: list[dict[str, Any]]) -> None:
         """`models`: per served model, `{name, version, validator, model, shadow}` (handles)."""
         install_log_correlation(logger)
+        # Before Serve starts this replica's servers: its gRPC server where HTTP listens.
+        grpc_on_http_host(serve_http_host())
         config = IngressConfig()
         served = {}
         for entry in models:
@@ -51,6 +58,16 @@ class Ingress:
         self.auth = BearerAuth(load_keys(args.auth_token_env, args.auth_token_file))
         self.node_metrics = NodeMetrics()
         self.args = args
+        versions = {name: m.kind.metadata.version for name, m in self.plane.models.items()}
+        self.telemetry = TelemetryTarget(RequestMetrics(), versions)
+        self.grpc = GrpcFront(
+            self.plane,
+            Inference(self.plane, args.max_request_bytes),
+            Door(self.auth, self.plane.limiter, self.plane.rate_limited),
+            server_metadata(),
+            args.auth_open_paths,
+            self.telemetry,
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         app = build_http_app(
@@ -60,12 +77,38 @@ class Ingress:
             self.node_metrics.scrape,
             self.args.auth_open_paths,
         )
-        versions = {name: m.kind.metadata.version for name, m in self.plane.models.items()}
-        app.state.telemetry = TelemetryTarget(RequestMetrics(), versions)
+        app.state.telemetry = self.telemetry
         return app
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.plane.reconfigure(IngressConfig.model_validate(user_config or {}))
+
+    # ---- Triton's GRPCInferenceService (grpc_options in serve_config.yaml) --------------------
+    # Ray Serve's gRPC ingress calls the method named as the RPC; each is the front's.
+
+    async def ServerLive(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ServerLive", request, grpc_context)
+
+    async def ServerReady(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ServerReady", request, grpc_context)
+
+    async def ModelReady(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ModelReady", request, grpc_context)
+
+    async def ServerMetadata(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ServerMetadata", request, grpc_context)
+
+    async def ModelMetadata(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ModelMetadata", request, grpc_context)
+
+    async def ModelInfer(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ModelInfer", request, grpc_context)
+
+    async def ModelConfig(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ModelConfig", request, grpc_context)
+
+    async def ModelStatistics(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
+        return await self.grpc.call("ModelStatistics", request, grpc_context)
 
     async def __del__(self) -> None:
         # Serve awaits this once the replica has drained its requests (a rollout, scaling

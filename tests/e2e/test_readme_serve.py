@@ -58,11 +58,21 @@ def test_triton_client_speaks_to_it(served) -> None:
         for spec in metadata["inputs"]:
             array = np.array([instance[spec["name"]]] * 2, dtype=dtypes[spec["datatype"]])
             tensor = triton.InferInput(spec["name"], [2], spec["datatype"])
-            tensor.set_data_from_numpy(array, binary_data=False)
+            tensor.set_data_from_numpy(array)  # the library's default: binary tensors
             inputs.append(tensor)
         result = client.infer(MODEL, inputs, request_id="e2e-1")
         assert result.get_response()["id"] == "e2e-1"
         assert result.as_numpy("fraud_probability").shape == (2,)
+        # Triton's tools read the config first; the statistics count what was served.
+        assert client.get_model_config(MODEL)["name"] == MODEL
+        wait_until(
+            lambda: client.get_inference_statistics(MODEL)["model_stats"][0]["inference_stats"][
+                "success"
+            ]["count"]
+            >= 1,
+            30,
+            "the statistics to count the inference (each replica writes within a second)",
+        )
     finally:
         client.close()
 

@@ -43,3 +43,33 @@ def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
     assert data["raw_rows_per_s"] > 0
     assert data["open_loop"][0]["ok"] == data["open_loop"][0]["sent"]
     assert list(out.glob("compare-*.md")) and list(out.glob("compare-throughput-*.png"))
+
+
+def test_protocols_smoke_every_encoding_answers(service, tmp_path) -> None:
+    """The encodings benchmark's bodies (built by tritonclient's encoder) are all answered
+    200: a benchmark of 400s would measure nothing."""
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "protocols",
+            "--smoke",
+            "--url",
+            service.base_url,
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    (report,) = out.glob("protocols-*.json")
+    results = json.loads(report.read_text())["results"]
+    assert set(results) == {"v1 json", "v2 json", "v2 binary", "minilm v2 json", "minilm v2 binary"}
+    for rounds in results.values():
+        assert rounds[0]["requests"] > 0
+        assert rounds[0]["non_2xx"] == 0 and rounds[0]["socket_errors"] == 0

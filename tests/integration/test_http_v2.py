@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2, spoken by an independent client (tritonclient, JSON mode)."""
+"""Open Inference Protocol v2, spoken by an independent client (tritonclient): JSON and binary
+tensors, Triton's model configuration and statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.support import MODEL, sample_transactions
+from tests.support import MODEL, sample_transactions, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,9 @@ def client(service):
     c.close()
 
 
-def feature_inputs(client, records: list[dict], column: bool = False) -> list[triton.InferInput]:
+def feature_inputs(
+    client, records: list[dict], column: bool = False, binary: bool = False
+) -> list[triton.InferInput]:
     metadata = client.get_model_metadata(MODEL)
     inputs = []
     for spec in metadata["inputs"]:
@@ -29,7 +32,7 @@ def feature_inputs(client, records: list[dict], column: bool = False) -> list[tr
         if column:
             array = array.reshape(-1, 1)
         tensor = triton.InferInput(spec["name"], list(array.shape), spec["datatype"])
-        tensor.set_data_from_numpy(array, binary_data=False)
+        tensor.set_data_from_numpy(array, binary_data=binary)
         inputs.append(tensor)
     return inputs
 
@@ -45,9 +48,12 @@ def test_health_and_metadata(client) -> None:
 
 
 @pytest.mark.parametrize("column", [False, True], ids=["shape-N", "shape-Nx1"])
-def test_infer_matches_v1(service, client, column: bool) -> None:
-    records = sample_transactions(7, seed=21)
-    result = client.infer(MODEL, feature_inputs(client, records, column), request_id="trace-me")
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_matches_v1(service, client, column: bool, binary: bool) -> None:
+    records = sample_transactions(7, seed=21 + column + 2 * binary)
+    inputs = feature_inputs(client, records, column, binary)
+    # No outputs named: tritonclient asks for every output in binary.
+    result = client.infer(MODEL, inputs, request_id="trace-me")
     response = result.get_response()
     assert response["id"] == "trace-me" and response["model_version"] == "1"
     labels = [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")]
@@ -90,3 +96,56 @@ def test_unknown_model_and_version(service) -> None:
     resp = service.http.get(service.url(f"/v2/models/{MODEL}/versions/7"))
     assert resp.status_code == 404 and "no version '7'" in resp.json()["error"]
     assert service.http.get(service.url(f"/v2/models/{MODEL}/versions/1/ready")).status_code == 200
+
+
+def test_text_model_in_binary_both_ways(client) -> None:
+    texts = np.array([b"the cat sat on the mat", b"a dog barked"], dtype=object)
+    tensor = triton.InferInput("text", [2], "BYTES")
+    tensor.set_data_from_numpy(texts)  # the library's default: binary
+    result = client.infer("minilm", [tensor])
+    (output,) = result.get_response()["outputs"]
+    assert output["parameters"]["binary_data_size"] == 2 * 384 * 4
+    embedding = result.as_numpy(output["name"])
+    assert embedding.dtype == np.float32 and embedding.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+
+
+def test_model_config_read_by_tritonclient(client) -> None:
+    assert {"binary_tensor_data", "model_configuration", "statistics"} <= set(
+        client.get_server_metadata()["extensions"]
+    )
+    config = client.get_model_config(MODEL)
+    assert config == client.get_model_config(MODEL, model_version="1")
+    assert config["name"] == MODEL and config["max_batch_size"] > 0
+    metadata = client.get_model_metadata(MODEL)
+    assert [i["name"] for i in config["input"]] == [i["name"] for i in metadata["inputs"]]
+    assert config["instance_group"][0]["count"] >= 1
+    text = client.get_model_config("minilm")
+    assert text["output"][0]["dims"] == [384]
+    with pytest.raises(InferenceServerException, match="version"):
+        client.get_model_config(MODEL, model_version="7")
+
+
+def test_statistics_count_inferences_across_replicas(client) -> None:
+    def stats() -> dict:
+        (entry,) = client.get_inference_statistics(MODEL)["model_stats"]
+        return entry
+
+    before = stats()
+    client.infer(MODEL, feature_inputs(client, sample_transactions(6, seed=31), binary=True))
+    after = wait_until(
+        lambda: (s := stats())["inference_count"] >= before["inference_count"] + 6 and s,
+        30,
+        "six more rows in the statistics",
+    )
+    assert after["name"] == MODEL and after["version"] == "1"
+    assert after["execution_count"] > before["execution_count"]
+    inference = after["inference_stats"]
+    assert inference["success"]["count"] > before["inference_stats"]["success"]["count"]
+    assert inference["compute_infer"]["ns"] > 0 and inference["queue"]["count"] > 0
+    assert after["last_inference"] >= before["last_inference"]
+    assert (
+        sum(b["compute_infer"]["count"] for b in after["batch_stats"]) == after["execution_count"]
+    )
+    every = client.get_inference_statistics()["model_stats"]
+    assert {s["name"] for s in every} >= {MODEL, "minilm"}

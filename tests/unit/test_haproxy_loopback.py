@@ -45,6 +45,20 @@ def test_the_front_door_passes_the_client_address_on_once() -> None:
     assert loopback_config(out).count("option forwardfor") == 1
 
 
+def test_the_grpc_front_door_passes_the_client_address_on_too() -> None:
+    config = (
+        RAY_CONFIG + "frontend grpc_frontend\n    bind 127.0.0.1:8001 proto h2\n    mode http\n"
+    )
+    out = loopback_config(config)
+    grpc_front = out.split("frontend grpc_frontend\n")[1]
+    assert grpc_front.splitlines()[:2] == [
+        "    bind 127.0.0.1:8001 proto h2",
+        "    option forwardfor",
+    ]
+    assert out.count("option forwardfor") == 2
+    assert loopback_config(out) == out
+
+
 def test_the_file_is_rewritten_in_place(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text(RAY_CONFIG)
