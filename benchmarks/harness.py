@@ -123,6 +123,8 @@ class LocalService:
         env = {**FAST_PATH_ENV, **haproxy_wrapper_env()} if env is None else env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         if port_in_use(self.port):
             raise RuntimeError(f"a stale listener holds 127.0.0.1:{self.port}; stop it first")
         # Ray's processes inherit the environment at ray.init: that is where modes such as
@@ -133,7 +135,9 @@ class LocalService:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         schema = ServeDeploySchema.model_validate(self._on_port(config))
         self._client = serve_start(
-            http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+            http_options=schema.http_options.model_dump(),
+            grpc_options=schema.grpc_options.model_dump(),
+            proxy_location=schema.proxy_location,
         )
         started = time.monotonic()
         self.deploy(config)
@@ -142,6 +146,8 @@ class LocalService:
     def _on_port(self, config: dict[str, Any]) -> dict[str, Any]:
         config = copy.deepcopy(config)
         config["http_options"]["port"] = self.port
+        if "grpc_options" in config:
+            config["grpc_options"]["port"] = self.grpc_port
         return config
 
     def deploy(self, config: dict[str, Any], timeout_s: float = 240) -> None:

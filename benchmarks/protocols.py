@@ -1,11 +1,16 @@
-"""What each encoding costs: KServe v1 JSON, OIP v2 JSON and OIP v2 with Triton's binary
-tensors (binary inputs and outputs, as tritonclient sends them by default), against the
-shipped config in one run, rounds interleaved so that a drifting machine favours none.
+"""What each encoding costs: KServe v1 JSON, OIP v2 JSON, OIP v2 with Triton's binary
+tensors (binary inputs and outputs, as tritonclient sends them by default) and OIP v2 over
+gRPC, against the shipped config in one run, rounds interleaved so that a drifting machine
+favours none.
 
 fraud-risk: one transaction per request, 64 connections. MiniLM (with the text extra):
 8 texts per request, 16 connections, where an answer is 8 x 384 floats: JSON numbers or
-float32 bytes. Every body is built by tritonclient's own request encoder from distinct
-inputs; the result cache is off, so each request is decoded, validated and predicted.
+float32 bytes. Every body is built by tritonclient's own request encoder; the result cache
+is off, so each request is decoded, validated and predicted. HTTP load is wrk's, cycling
+through distinct bodies. gRPC load is h2load's (nghttp2-client; one stream per connection,
+like wrk), which sends one body over and over (with the cache off that costs the same as
+distinct ones) and cannot read gRPC's status: the model's own statistics count the
+requests it answered, and any shortfall against h2load's count is reported as errors.
 
     python -m benchmarks protocols [--duration-s 15] [--rounds 2] [--smoke]
 """
@@ -14,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +65,7 @@ def _lua_string(raw: bytes) -> str:
     out = []
     for b in raw:
         c = chr(b)
-        if c.isalnum() or c in " {}[]:,._-+=/":
+        if b < 128 and (c.isalnum() or c in " {}[]:,._-+=/"):
             out.append(c)
         else:
             out.append(f"\\{b:03d}")
@@ -140,6 +147,101 @@ def text_scripts(n_bodies: int = 128, texts: int = 8) -> dict[str, Path]:
     return scripts
 
 
+# ---- gRPC, with h2load ----------------------------------------------------------------------
+
+
+def _grpc_body(model: str, inputs: list[tuple[str, str, np.ndarray]]) -> Path:
+    """One ModelInferRequest as a gRPC message frame, as tritonclient.grpc builds it."""
+    import tritonclient.grpc as triton
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, datatype, array in inputs:
+        tensor = triton.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        request.inputs.append(tensor._get_tensor())
+        request.raw_input_contents.append(tensor._get_content())
+    message = request.SerializeToString()
+    path = Path(tempfile.gettempdir()) / f"protocols_grpc_{model}.bin"
+    path.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    return path
+
+
+def grpc_bodies(text: bool) -> dict[str, tuple[str, Path]]:
+    from benchmarks.text_encoder import short_sentences
+    from deployments.repository.store import load_kind
+    from deployments.training.fraud_data import generate
+
+    (record,), _ = generate(1, 7)
+    specs = load_kind("models", MODEL, "1").v2_inputs()
+    fraud = [
+        (s["name"], s["datatype"], np.array([record[s["name"]]], FEATURE_TYPES[s["datatype"]]))
+        for s in specs
+        if s["name"] in record
+    ]
+    out = {"v2 grpc": (MODEL, _grpc_body(MODEL, fraud))}
+    if text:
+        texts = np.array([t.encode() for t in short_sentences(8)], dtype=np.object_)
+        out["minilm v2 grpc"] = ("minilm", _grpc_body("minilm", [("text", "BYTES", texts)]))
+    return out
+
+
+def _successes(url: str, model: str) -> int:
+    import requests
+
+    stats = requests.get(f"{url}/v2/models/{model}/stats", timeout=30).json()
+    return stats["model_stats"][0]["inference_stats"]["success"]["count"]
+
+
+def run_h2load(
+    url: str, address: str, model: str, body: Path, connections: int, duration_s: int
+) -> LoadResult:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise SystemExit("h2load is needed for the gRPC rows: apt-get install nghttp2-client")
+    log = Path(tempfile.mkdtemp()) / "h2load.log"
+    before = _successes(url, model)
+    subprocess.run(
+        [
+            h2load,
+            f"-c{connections}",
+            "-m1",
+            f"-t{min(2, connections)}",
+            f"-D{duration_s}",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            str(body),
+            f"--log-file={log}",
+            f"http://{address}/inference.GRPCInferenceService/ModelInfer",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration_s + 60,
+    )
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    latencies_ms = np.array([int(r[2]) / 1000 for r in rows], dtype=np.float64)
+    statuses = [r[1] for r in rows]
+    ok_http = sum(1 for s in statuses if s == "200")
+    # Each request of the model counts once (a request is one row); wait out its write.
+    time.sleep(1.5)
+    answered = _successes(url, model) - before
+    errors = max(0, ok_http - answered) + (len(rows) - ok_http)
+    return LoadResult(
+        connections=connections,
+        duration_s=float(duration_s),
+        requests=len(rows),
+        rps=len(rows) / duration_s,
+        p50_ms=float(np.percentile(latencies_ms, 50)) if len(rows) else 0.0,
+        p99_ms=float(np.percentile(latencies_ms, 99)) if len(rows) else 0.0,
+        non_2xx=errors,
+        socket_errors=0,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks protocols", description=__doc__)
     parser.add_argument("--duration-s", type=int, default=15)
@@ -151,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--url", help="drive a service already running (the README's command) instead"
     )
+    parser.add_argument("--grpc-address", help="with --url: where its gRPC listens")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     if args.smoke:
@@ -164,17 +267,24 @@ def main(argv: list[str] | None = None) -> None:
             )
         except ImportError as exc:  # the text extra is not installed
             print(f"MiniLM skipped: {exc}")
-    results: dict[str, list[LoadResult]] = {name: [] for name in scripts}
+    grpc = grpc_bodies(text=any(name.startswith("minilm") for name in scripts))
+    results: dict[str, list[LoadResult]] = {name: [] for name in [*scripts, *grpc]}
     service = (
         None if args.url else LocalService(variant(shipped_config(), Ingress={"cache_mode": "off"}))
     )
     url = args.url or service.url
+    grpc_address = args.grpc_address or service.grpc_address
     try:
         for script, connections in scripts.values():
             run_wrk(url, connections, 2, script=script)  # warm-up, discarded
         for _ in range(args.rounds):
             for name, (script, connections) in scripts.items():
                 result = run_wrk(url, connections, args.duration_s, script=script)
+                results[name].append(result)
+                print(f"{name:18s} {result}")
+            for name, (model, body) in grpc.items():
+                connections = args.text_connections if model == "minilm" else args.connections
+                result = run_h2load(url, grpc_address, model, body, connections, args.duration_s)
                 results[name].append(result)
                 print(f"{name:18s} {result}")
     finally:
@@ -192,7 +302,12 @@ def main(argv: list[str] | None = None) -> None:
         "non-2xx or errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, (_, connections) in scripts.items():
+    connections_of = {name: c for name, (_, c) in scripts.items()}
+    for name, (model, _) in grpc.items():
+        connections_of[name] = args.text_connections if model == "minilm" else args.connections
+    for name, connections in connections_of.items():
+        if name not in results or not results[name]:
+            continue
         json_name = "minilm v2 json" if name.startswith("minilm") else "v2 json"
         each = ", ".join(f"{r.rps:.0f}" for r in results[name])
         rows.append(

@@ -71,6 +71,15 @@ def http_address(config_path: Path, haproxy: bool = False) -> tuple[str, int]:
     return str(host), int(http.get("port") or 8000)
 
 
+def grpc_port(config_path: Path) -> int | None:
+    """Where Serve's gRPC front will listen, when the config serves gRPC."""
+    config: dict[str, Any] = yaml.safe_load(config_path.read_text()) or {}
+    grpc = config.get("grpc_options") or {}
+    if not grpc.get("grpc_servicer_functions"):
+        return None
+    return int(grpc.get("port") or 9000)
+
+
 def refuse_exposure(config_path: Path, host: str) -> None:
     """Before Ray starts: a host beyond loopback needs every application's token at hand
     (the application builder checks the same again, for `serve deploy`)."""
@@ -106,13 +115,13 @@ def listener_on(port: int) -> str | None:
         return "a process" if sock.connect_ex(("127.0.0.1", port)) == 0 else None
 
 
-def refuse_stale_listener(port: int) -> None:
+def refuse_stale_listener(port: int, setting: str = "http_options.port") -> None:
     holder = listener_on(port)
     if holder is not None:
         hint = " (an haproxy left by an earlier run?)" if "haproxy" in holder else ""
         raise StaleListener(
             f"port {port} is already taken by {holder}{hint}; stop it, or set another "
-            "http_options.port in the config, before starting the service"
+            f"{setting} in the config, before starting the service"
         )
 
 
@@ -267,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         refuse_exposure(args.config, host)
         refuse_stale_listener(port)
+        grpc = grpc_port(args.config)
+        if grpc is not None:
+            refuse_stale_listener(grpc, "grpc_options.port")
     except (StaleListener, ValueError) as exc:
         print(f"inference-serve: {exc}", file=sys.stderr)
         return 2

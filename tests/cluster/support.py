@@ -21,6 +21,7 @@ WORKER_NODE = {"num_cpus": 1, "object_store_memory": 128 * 2**20}
 def shipped_config(port: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
+    config["grpc_options"]["port"] = free_port()
     return config
 
 
@@ -68,7 +69,9 @@ def serving_cluster(
     port = free_port()
     schema = ServeDeploySchema.model_validate(make_config(port))
     client = serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        http_options=schema.http_options.model_dump(),
+        grpc_options=schema.grpc_options.model_dump(),
+        proxy_location=schema.proxy_location,
     )
     client.deploy_apps(schema, _blocking=False)
     base = f"http://127.0.0.1:{port}"

@@ -32,6 +32,7 @@ READY_TIMEOUT_S = 180
 @dataclass
 class Service:
     base_url: str
+    grpc_address: str
     metrics_url: str
     config: dict[str, Any]
     http: requests.Session
@@ -45,6 +46,7 @@ class Service:
 def base_config(port: int) -> dict[str, Any]:
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
+    config["grpc_options"]["port"] = free_port()
     config = with_user_config(config, "Ingress", shadow_sample_rate=1.0)
     # Drift scored every second over a short window, so that a test sees a shift within
     # seconds (tests/integration/test_drift_scores.py).
@@ -90,7 +92,9 @@ def service() -> Iterator[Service]:
     config = base_config(port)
     schema = ServeDeploySchema.model_validate(config)
     client = serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+        http_options=schema.http_options.model_dump(),
+        grpc_options=schema.grpc_options.model_dump(),
+        proxy_location=schema.proxy_location,
     )
 
     def deploy(new_config: dict[str, Any]) -> None:
@@ -99,6 +103,7 @@ def service() -> Iterator[Service]:
     http = requests.Session()
     svc = Service(
         f"http://127.0.0.1:{port}",
+        f"127.0.0.1:{config['grpc_options']['port']}",
         f"http://127.0.0.1:{metrics_port}/metrics",
         config,
         http,

@@ -46,8 +46,8 @@ def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
 
 
 def test_protocols_smoke_every_encoding_answers(service, tmp_path) -> None:
-    """The encodings benchmark's bodies (built by tritonclient's encoder) are all answered
-    200: a benchmark of 400s would measure nothing."""
+    """The encodings benchmark's bodies (built by tritonclient's encoders) are all answered,
+    over HTTP and gRPC: a benchmark of errors would measure nothing."""
     out = tmp_path / "results"
     run = subprocess.run(
         [

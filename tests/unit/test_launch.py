@@ -56,6 +56,30 @@ def test_the_launcher_exits_with_a_clear_message_when_the_port_is_taken(
     assert f"port {port} is already taken" in result.stderr
 
 
+def test_the_launcher_refuses_a_taken_grpc_port_naming_its_setting(
+    listening: socket.socket, tmp_path
+) -> None:
+    port = listening.getsockname()[1]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        http_port = free.getsockname()[1]
+    config = tmp_path / "serve_config.yaml"
+    config.write_text(
+        f"http_options:\n  host: 127.0.0.1\n  port: {http_port}\n"
+        f"grpc_options:\n  port: {port}\n  grpc_servicer_functions: [a.b:c]\n"
+        "applications: []\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "deployments.launch", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"port {port} is already taken" in result.stderr
+    assert "grpc_options.port" in result.stderr
+
+
 def test_fast_path_settings_are_defaults_an_operator_can_override() -> None:
     env = launch.serve_env(python_proxy=False, base={"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"})
     assert env[launch.HA_PROXY_ENV] == "1"
