@@ -186,11 +186,21 @@ def grpc_bodies(text: bool) -> dict[str, tuple[str, Path]]:
     return out
 
 
-def _successes(url: str, model: str) -> int:
+def _grpc_answers(url: str, model: str) -> dict[str, float]:
+    """The ingress's count of ModelInfer answers for `model`, by status, from its /metrics
+    (summed over replicas): what h2load cannot read from gRPC trailers."""
     import requests
 
-    stats = requests.get(f"{url}/v2/models/{model}/stats", timeout=30).json()
-    return stats["model_stats"][0]["inference_stats"]["success"]["count"]
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("ray_inference_requests_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        if 'endpoint="grpc ModelInfer"' in labels and f'model="{model}"' in labels:
+            status = labels.split('status="', 1)[1].split('"', 1)[0]
+            counts[status] = counts.get(status, 0.0) + float(value)
+    return counts
 
 
 def run_h2load(
@@ -200,7 +210,7 @@ def run_h2load(
     if h2load is None:
         raise SystemExit("h2load is needed for the gRPC rows: apt-get install nghttp2-client")
     log = Path(tempfile.mkdtemp()) / "h2load.log"
-    before = _successes(url, model)
+    before = _grpc_answers(url, model)
     subprocess.run(
         [
             h2load,
@@ -226,10 +236,19 @@ def run_h2load(
     latencies_ms = np.array([int(r[2]) / 1000 for r in rows], dtype=np.float64)
     statuses = [r[1] for r in rows]
     ok_http = sum(1 for s in statuses if s == "200")
-    # Each request of the model counts once (a request is one row); wait out its write.
-    time.sleep(1.5)
-    answered = _successes(url, model) - before
-    errors = max(0, ok_http - answered) + (len(rows) - ok_http)
+
+    def answered() -> dict[str, float]:
+        after = _grpc_answers(url, model)
+        return {k: after[k] - before.get(k, 0.0) for k in after}
+
+    # Replicas export their counters every metrics_report_interval_ms (10 s by default):
+    # wait until every answer h2load saw is counted, for at most 30 s.
+    deadline = time.monotonic() + 30
+    while sum(answered().values()) < ok_http and time.monotonic() < deadline:
+        time.sleep(1)
+    counted = answered()
+    ok = counted.get("200", 0.0)
+    errors = int(max(0.0, ok_http - ok)) + (len(rows) - ok_http)
     return LoadResult(
         connections=connections,
         duration_s=float(duration_s),
@@ -268,12 +287,15 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as exc:  # the text extra is not installed
             print(f"MiniLM skipped: {exc}")
     grpc = grpc_bodies(text=any(name.startswith("minilm") for name in scripts))
-    results: dict[str, list[LoadResult]] = {name: [] for name in [*scripts, *grpc]}
     service = (
         None if args.url else LocalService(variant(shipped_config(), Ingress={"cache_mode": "off"}))
     )
     url = args.url or service.url
-    grpc_address = args.grpc_address or service.grpc_address
+    grpc_address = args.grpc_address or (service.grpc_address if service else None)
+    if grpc_address is None:
+        print("gRPC rows skipped: --url given without --grpc-address")
+        grpc = {}
+    results: dict[str, list[LoadResult]] = {name: [] for name in [*scripts, *grpc]}
     try:
         for script, connections in scripts.values():
             run_wrk(url, connections, 2, script=script)  # warm-up, discarded

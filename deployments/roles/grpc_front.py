@@ -184,6 +184,19 @@ class GrpcFront:
         return v2_grpc.model_statistics(stats)
 
 
+def _forward(rpc: str) -> Callable[..., Awaitable[Any]]:
+    async def method(self: Any, request: Any, grpc_context: Any) -> Any:
+        return await self.grpc.call(rpc, request, grpc_context)
+
+    method.__name__ = method.__qualname__ = rpc
+    return method
+
+
+# The Ingress's methods named as the RPCs, which Ray Serve's gRPC ingress calls (with its
+# `grpc_context` keyword); each hands the call to the Ingress's `GrpcFront` (`self.grpc`).
+GrpcMethods: type = type("GrpcMethods", (), {rpc: _forward(rpc) for rpc in RESPONSES})
+
+
 def _peer_host(peer: str) -> str:
     """The host of a gRPC peer string: `ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`."""
     kind, _, rest = peer.partition(":")

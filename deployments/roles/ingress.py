@@ -18,7 +18,7 @@ from deployments.config import AppArgs, IngressConfig
 from deployments.protocol.v2 import server_metadata
 from deployments.repository.store import load_kind
 from deployments.roles.dataplane import DataPlane, ServedModel
-from deployments.roles.grpc_front import GrpcFront
+from deployments.roles.grpc_front import GrpcFront, GrpcMethods
 from deployments.roles.http import build_http_app
 from deployments.roles.http_inference import Inference
 from deployments.roles.listen import grpc_on_http_host, serve_http_host
@@ -33,7 +33,10 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment(name="Ingress")
 @serve.ingress()
-class Ingress:
+class Ingress(GrpcMethods):
+    """HTTP through `__serve_build_asgi_app__`; Triton's gRPC RPCs through the methods of
+    `GrpcMethods`, named as the RPCs (grpc_options in serve_config.yaml)."""
+
     def __init__(self, args: AppArgs, models: list[dict[str, Any]]) -> None:
         """`models`: per served model, `{name, version, validator, model, shadow}` (handles)."""
         install_log_correlation(logger)
@@ -82,33 +85,6 @@ class Ingress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.plane.reconfigure(IngressConfig.model_validate(user_config or {}))
-
-    # ---- Triton's GRPCInferenceService (grpc_options in serve_config.yaml) --------------------
-    # Ray Serve's gRPC ingress calls the method named as the RPC; each is the front's.
-
-    async def ServerLive(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ServerLive", request, grpc_context)
-
-    async def ServerReady(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ServerReady", request, grpc_context)
-
-    async def ModelReady(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ModelReady", request, grpc_context)
-
-    async def ServerMetadata(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ServerMetadata", request, grpc_context)
-
-    async def ModelMetadata(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ModelMetadata", request, grpc_context)
-
-    async def ModelInfer(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ModelInfer", request, grpc_context)
-
-    async def ModelConfig(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ModelConfig", request, grpc_context)
-
-    async def ModelStatistics(self, request: Any, grpc_context: Any) -> Any:  # noqa: N802
-        return await self.grpc.call("ModelStatistics", request, grpc_context)
 
     async def __del__(self) -> None:
         # Serve awaits this once the replica has drained its requests (a rollout, scaling

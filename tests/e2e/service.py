@@ -23,6 +23,8 @@ from deployments.launch import HaproxyTracker
 from tests.support import REPO, wait_until
 
 BASE_URL = "http://127.0.0.1:8000"
+GRPC_ADDRESS = "127.0.0.1:8001"  # serve_config.yaml's grpc_options.port
+GRPC_PORT = 8001
 STOP_TIMEOUT_S = 90
 
 
@@ -63,8 +65,9 @@ def readme_service(
     cwd: Path = REPO,
 ) -> Iterator[Running]:
     """Run the README's serve command (on `config` instead of serve_config.yaml if given)."""
-    if port_open(8000):
-        pytest.fail("something already listens on 127.0.0.1:8000; stop it before this test")
+    for port in (8000, GRPC_PORT):
+        if port_open(port):
+            pytest.fail(f"something already listens on 127.0.0.1:{port}; stop it before this test")
     argv = serve_part(readme_commands()[0])
     if config is not None:
         argv[-1] = str(config)
@@ -95,7 +98,10 @@ def readme_service(
         if proc.returncode not in (0, -signal.SIGINT):
             print(log_path.read_text()[-4000:])
     assert proc.returncode is not None
-    wait_until(lambda: not port_open(8000), 30, "port 8000 to be released after shutdown")
+    for port in (8000, GRPC_PORT):
+        wait_until(
+            lambda p=port: not port_open(p), 30, f"port {port} to be released after shutdown"
+        )
     # HAProxy can outlive Ray; the launcher stops the ones it started.
     haproxies.close()
     assert haproxies.ever_seen, "no haproxy ran under the README's command (HAProxy mode off?)"

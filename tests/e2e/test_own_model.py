@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import requests
 import torch
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 import yaml
 from safetensors.torch import load_file
+from tritonclient.utils import InferenceServerException
 
-from tests.e2e.service import BASE_URL, readme_service
+from tests.e2e.service import BASE_URL, GRPC_ADDRESS, readme_service
 from tests.support import REPO, wait_until
 
 pytestmark = pytest.mark.slow
@@ -168,6 +170,30 @@ def test_triton_client_infers_the_own_model(served: str, workdir: dict) -> None:
         )
     finally:
         client.close()
+
+
+def test_grpc_and_binary_clients_infer_the_own_model(served: str, workdir: dict) -> None:
+    rows = np.array([[5.9, 3.0, 4.2, 1.5, 10.0], [4.6, 3.1, 1.5, 0.2, 8.0]], dtype=np.float32)
+    expected = direct(workdir, rows)
+    grpc_client = triton_grpc.InferenceServerClient(GRPC_ADDRESS)
+    http_client = triton.InferenceServerClient(served.removeprefix("http://"))
+    try:
+        with pytest.raises(InferenceServerException) as info:
+            grpc_client.get_model_metadata("iris")  # no key
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert grpc_client.is_server_ready()  # the health RPCs are open, as over HTTP
+        for module, client in ((triton_grpc, grpc_client), (triton, http_client)):
+            inputs = []
+            for j, name in enumerate(FEATURES):
+                tensor = module.InferInput(name, [2], "FP32")
+                tensor.set_data_from_numpy(rows[:, j])  # binary: both libraries' default
+                inputs.append(tensor)
+            result = client.infer("iris", inputs, headers=auth())
+            np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5)
+        assert grpc_client.get_model_config("iris", headers=auth()).config.name == "iris"
+    finally:
+        grpc_client.close()
+        http_client.close()
 
 
 def test_bad_input_to_the_own_model_is_a_4xx_naming_the_field(served: str) -> None:

@@ -15,9 +15,11 @@ import numpy as np
 import psutil
 import pytest
 import requests
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
 
-from tests.e2e.service import readme_commands
+from tests.e2e.service import GRPC_ADDRESS, readme_commands
 from tests.support import MODEL, REPO, instance_from_schema, wait_until
 
 pytestmark = pytest.mark.slow
@@ -73,6 +75,36 @@ def test_triton_client_speaks_to_it(served) -> None:
             30,
             "the statistics to count the inference (each replica writes within a second)",
         )
+    finally:
+        client.close()
+
+
+def test_triton_grpc_client_speaks_to_it(served) -> None:
+    base, _ = served
+    schema = requests.get(f"{base}/v1/models/{MODEL}", timeout=10).json()["input_schema"]
+    instance = instance_from_schema(schema)
+    client = triton_grpc.InferenceServerClient(GRPC_ADDRESS)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready(MODEL) and client.is_model_ready("minilm")
+        metadata = client.get_model_metadata(MODEL)
+        assert client.get_model_config(MODEL).config.name == MODEL
+        dtypes = {"FP32": np.float32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": object}
+        inputs = []
+        for spec in metadata.inputs:
+            array = np.array([instance[spec.name]] * 3, dtype=dtypes[spec.datatype])
+            tensor = triton_grpc.InferInput(spec.name, [3], spec.datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer(MODEL, inputs, request_id="e2e-grpc")
+        assert result.get_response().id == "e2e-grpc"
+        assert result.as_numpy("fraud_probability").shape == (3,)
+        text = triton_grpc.InferInput("text", [1], "BYTES")
+        text.set_data_from_numpy(np.array([b"a train leaves at noon"], dtype=object))
+        assert client.infer("minilm", [text]).as_numpy("embedding").shape == (1, 384)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("nope", inputs)
+        assert info.value.status() == "StatusCode.NOT_FOUND"
     finally:
         client.close()
 

@@ -15,28 +15,23 @@ from tests.support import REPO
 pytestmark = pytest.mark.slow
 
 
-def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
-    out = tmp_path / "results"
+def smoke(benchmark: str, out, *options: str) -> dict:
+    """`python -m benchmarks <benchmark> --smoke <options>`: its JSON report."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "compare",
-            "--smoke",
-            "--ours-url",
-            service.base_url,
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "benchmarks", benchmark, "--smoke", *options, "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    (report,) = out.glob("compare-*.json")
-    data = json.loads(report.read_text())
+    (report,) = out.glob(f"{benchmark}-*.json")
+    return json.loads(report.read_text())
+
+
+def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
+    out = tmp_path / "results"
+    data = smoke("compare", out, "--ours-url", service.base_url)
     assert {"fastapi-1w", "ours"} <= set(data["closed_loop"])
     for rows in data["closed_loop"].values():
         assert rows[0]["requests"] > 0 and rows[0]["non_2xx"] == 0
@@ -48,28 +43,17 @@ def test_compare_smoke_writes_table_json_and_plot(service, tmp_path) -> None:
 def test_protocols_smoke_every_encoding_answers(service, tmp_path) -> None:
     """The encodings benchmark's bodies (built by tritonclient's encoders) are all answered,
     over HTTP and gRPC: a benchmark of errors would measure nothing."""
-    out = tmp_path / "results"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "protocols",
-            "--smoke",
-            "--url",
-            service.base_url,
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    (report,) = out.glob("protocols-*.json")
-    results = json.loads(report.read_text())["results"]
-    assert set(results) == {"v1 json", "v2 json", "v2 binary", "minilm v2 json", "minilm v2 binary"}
+    options = ("--url", service.base_url, "--grpc-address", service.grpc_address)
+    results = smoke("protocols", tmp_path / "results", *options)["results"]
+    assert set(results) == {
+        "v1 json",
+        "v2 json",
+        "v2 binary",
+        "v2 grpc",
+        "minilm v2 json",
+        "minilm v2 binary",
+        "minilm v2 grpc",
+    }
     for rounds in results.values():
         assert rounds[0]["requests"] > 0
         assert rounds[0]["non_2xx"] == 0 and rounds[0]["socket_errors"] == 0

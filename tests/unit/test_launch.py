@@ -24,6 +24,18 @@ def listening() -> socket.socket:
     sock.close()
 
 
+def launch_with(folder, options: str) -> subprocess.CompletedProcess:
+    """The launcher on a config of `options` and no application."""
+    config = folder / "serve_config.yaml"
+    config.write_text(options + "applications: []\n")
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.launch", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_stale_listener_is_refused_and_named(listening: socket.socket) -> None:
     port = listening.getsockname()[1]
     holder = launch.listener_on(port)
@@ -44,14 +56,7 @@ def test_the_launcher_exits_with_a_clear_message_when_the_port_is_taken(
     listening: socket.socket, tmp_path
 ) -> None:
     port = listening.getsockname()[1]
-    config = tmp_path / "serve_config.yaml"
-    config.write_text(f"http_options:\n  host: 127.0.0.1\n  port: {port}\napplications: []\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "deployments.launch", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = launch_with(tmp_path, f"http_options:\n  host: 127.0.0.1\n  port: {port}\n")
     assert result.returncode == 2
     assert f"port {port} is already taken" in result.stderr
 
@@ -63,17 +68,10 @@ def test_the_launcher_refuses_a_taken_grpc_port_naming_its_setting(
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         http_port = free.getsockname()[1]
-    config = tmp_path / "serve_config.yaml"
-    config.write_text(
+    result = launch_with(
+        tmp_path,
         f"http_options:\n  host: 127.0.0.1\n  port: {http_port}\n"
-        f"grpc_options:\n  port: {port}\n  grpc_servicer_functions: [a.b:c]\n"
-        "applications: []\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "deployments.launch", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        f"grpc_options:\n  port: {port}\n  grpc_servicer_functions: [a.b:c]\n",
     )
     assert result.returncode == 2
     assert f"port {port} is already taken" in result.stderr
