@@ -36,7 +36,7 @@ NETWORK_POLICY = KUBERAY / "networkpolicy.yaml"
 SECRET_EXAMPLE = KUBERAY / "auth-secret.example.yaml"
 AUTH_SECRET, AUTH_KEY, AUTH_FILE = "inference-auth", "token", "/etc/inference-auth/token"
 RAY_AUTH_SECRET, RAY_AUTH_KEY = "ray-cluster-auth", "auth_token"
-SERVE, DASHBOARD, METRICS = 8000, 8265, 8080
+SERVE, DASHBOARD, METRICS, GRPC = 8000, 8265, 8080, 8001
 
 
 def crd_schema(file: str) -> dict[str, Any]:
@@ -298,7 +298,7 @@ def test_the_network_policy_admits_only_what_is_needed(
     assert len(by_ports) == len(rules)
     assert set(by_ports) == {
         frozenset(),
-        frozenset({SERVE}),
+        frozenset({SERVE, GRPC}),
         frozenset({DASHBOARD, SERVE}),
         frozenset({METRICS}),
     }
@@ -306,7 +306,7 @@ def test_the_network_policy_admits_only_what_is_needed(
     assert by_ports[frozenset()]["from"] == [{"podSelector": selector}]
     # Serve HTTP: pods labelled inference-client in this namespace, or labelled namespaces.
     client = {"matchLabels": {"inference-client": "true"}}
-    assert by_ports[frozenset({SERVE})]["from"] == [
+    assert by_ports[frozenset({SERVE, GRPC})]["from"] == [
         {"podSelector": client},
         {"namespaceSelector": client},
     ]
