@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -56,6 +57,7 @@ FAST_PATH_ENV = {
     "RAY_worker_niceness": "0",
 }
 STOP_TIMEOUT_S = 10.0
+GRPC_HOOK = "deployments.roles.listen.grpc_on_loopback"
 
 
 class StaleListener(RuntimeError):
@@ -248,15 +250,25 @@ def serve_executable() -> str:
     return str(beside) if beside.exists() else "serve"
 
 
-def start_serve_run(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serve_run_argv(config: Path, loopback: bool) -> list[str]:
+    hook = ["--runtime-env-json", json.dumps({"worker_process_setup_hook": GRPC_HOOK})]
+    return [serve_executable(), "run", *(hook if loopback else []), str(config)]
+
+
+def start_serve_run(
+    config: Path, env: dict[str, str], loopback: bool = False
+) -> subprocess.Popen[bytes]:
     """`serve run config` as a child that stops cleanly on SIGINT.
 
     A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
     across exec: `serve run` would then never see the SIGINT this launcher forwards and would
     keep Ray and HAProxy up. The child gets the default disposition back before it starts.
+
+    `loopback`: a local Ray serving on loopback; every Ray worker then binds Serve's gRPC
+    servers there too (`deployments/roles/listen.py`), through Ray's worker setup hook.
     """
     return subprocess.Popen(
-        [serve_executable(), "run", str(config)],
+        serve_run_argv(config, loopback),
         env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -291,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     mode = "HAProxy" if env[HA_PROXY_ENV] == "1" else "Python proxy"
     print(f"inference-serve: serve run {args.config} ({mode} on port {port})", flush=True)
-    proc = start_serve_run(args.config, env)
+    local = not env.get("RAY_ADDRESS")
+    proc = start_serve_run(args.config, env, loopback=local and is_loopback(host))
     tracker = HaproxyTracker(proc.pid)
 
     def forward(signum: int, _frame: Any) -> None:

@@ -1,11 +1,18 @@
-"""Where the Ingress listens: Serve's HTTP host, and the replica's own gRPC server held to it.
+"""Where Serve's gRPC servers listen: where HTTP does, when that is loopback.
 
-Ray Serve starts a gRPC server in each Ingress replica (HAProxy forwards gRPC to it) and
-binds it on every interface (`[::]`) whatever `http_options.host` says, with no setting to
-change that. Where the host is loopback, `grpc_on_http_host` has it bind 127.0.0.1 instead:
-Ray binds through `default_impl.add_grpc_address`, called when the replica starts its
-servers, after the Ingress's constructor. Beyond loopback the service needs an API key
-(`build_app` refuses otherwise), and every RPC checks it.
+Ray Serve binds every gRPC server it starts for clients (each Ingress replica's, which
+HAProxy forwards to, and each proxy's: the fallback proxy in HAProxy mode, the proxy itself
+without HAProxy) on every interface (`[::]`), whatever `http_options.host` says, and has no
+setting to change that. Both bind through `default_impl.add_grpc_address`, at the moment
+they start their servers; `grpc_on_http_host` replaces it in this process so that they bind
+127.0.0.1 instead. It runs:
+
+- in every Ray worker that `inference-serve` starts, as Ray's `worker_process_setup_hook`
+  (`grpc_on_loopback`), before any actor's constructor: the proxies included;
+- in the Ingress's constructor, for a plain `serve run` (which gives its proxy no hook).
+
+Beyond loopback the service needs an API key (`build_app` refuses otherwise), which every
+RPC checks.
 """
 
 from __future__ import annotations
@@ -52,3 +59,9 @@ def grpc_on_http_host(host: str) -> None:
 
     add_grpc_address.held_to_loopback = True  # type: ignore[attr-defined]
     default_impl.add_grpc_address = add_grpc_address
+
+
+def grpc_on_loopback() -> None:
+    """Ray's `worker_process_setup_hook` for a Ray that serves on loopback (the launcher
+    sets it only then)."""
+    grpc_on_http_host("127.0.0.1")

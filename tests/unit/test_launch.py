@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -76,6 +77,17 @@ def test_the_launcher_refuses_a_taken_grpc_port_naming_its_setting(
     assert result.returncode == 2
     assert f"port {port} is already taken" in result.stderr
     assert "grpc_options.port" in result.stderr
+
+
+def test_on_loopback_every_ray_worker_binds_serve_s_grpc_there_too(tmp_path) -> None:
+    """Ray binds Serve's gRPC servers on [::]; on loopback the launcher gives every worker
+    the hook that binds them on 127.0.0.1 (the e2e tier lists the sockets)."""
+    from ray._common.utils import load_class
+
+    argv = launch.serve_run_argv(tmp_path / "c.yaml", loopback=True)
+    hook = json.loads(argv[argv.index("--runtime-env-json") + 1])["worker_process_setup_hook"]
+    assert callable(load_class(hook)), "Ray loads the hook by this dotted path"
+    assert "--runtime-env-json" not in launch.serve_run_argv(tmp_path / "c.yaml", loopback=False)
 
 
 def test_fast_path_settings_are_defaults_an_operator_can_override() -> None:
