@@ -17,12 +17,9 @@ RPC checks.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from deployments.admission.auth import is_loopback
-
-logger = logging.getLogger("ray.serve")
 
 
 def serve_http_host() -> str:

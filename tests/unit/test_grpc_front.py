@@ -7,6 +7,7 @@ ingress only as far as Ray goes: it wraps the call's context in Ray's own
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -199,3 +200,37 @@ def test_over_the_rate_limit_is_resource_exhausted_with_retry_after() -> None:
         trailing = dict(info.value.trailing_metadata())
         assert int(trailing["retry-after"]) >= 1 and trailing["x-request-id"]
         channel.close()
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_serve_s_grpc_servers_bind_where_http_listens_on_loopback(
+    monkeypatch, host: str, loopback: bool
+) -> None:
+    """Ray binds its gRPC servers through `default_impl.add_grpc_address("[::]:port")`;
+    held to a loopback HTTP host, a real server then listens on 127.0.0.1 only."""
+    import psutil
+    from ray.serve._private import default_impl
+
+    from deployments.roles.listen import grpc_on_http_host
+
+    monkeypatch.setattr(default_impl, "add_grpc_address", default_impl.add_grpc_address)
+    grpc_on_http_host(host)
+    port = free_port()
+
+    async def bound() -> set[str]:
+        server = grpc.aio.server()
+        default_impl.add_grpc_address(server, f"[::]:{port}")  # as Ray calls it
+        await server.start()
+        try:
+            return {
+                c.laddr.ip
+                for c in psutil.Process().net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            }
+        finally:
+            await server.stop(None)
+
+    addresses = {ipaddress.ip_address(ip) for ip in asyncio.run(bound())}
+    # 127.0.0.1 may show as its IPv4-mapped IPv6 form on a dual-stack socket.
+    on_loopback = {(a.ipv4_mapped or a).is_loopback for a in addresses}
+    assert addresses and on_loopback == {loopback}
