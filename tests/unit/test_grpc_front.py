@@ -10,6 +10,7 @@ import asyncio
 import ipaddress
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -34,14 +35,29 @@ from tests.unit.test_v2_binary import FEATURE_TYPES
 TOKEN = "grpc-test-token-0123456789"
 
 
-def _servicer(front: GrpcFront) -> Any:
+class _Unset:
+    """grpcio's synchronous context, whose `trailing_metadata()` is None until set (the
+    asyncio context's, which Ray wraps, is empty)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def trailing_metadata(self) -> Any:
+        return self._context.trailing_metadata() or ()
+
+
+def _servicer(front: GrpcFront, loop: asyncio.AbstractEventLoop) -> Any:
     class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         pass
 
     def rpc(name: str) -> Any:
-        async def method(self: Any, request: Any, context: Any) -> Any:
-            ray_context = RayServegRPCContext(context)
-            response = await front.call(name, request, ray_context)
+        def method(self: Any, request: Any, context: Any) -> Any:
+            ray_context = RayServegRPCContext(_Unset(context))
+            call = front.call(name, request, ray_context)
+            response = asyncio.run_coroutine_threadsafe(call, loop).result(timeout=60)
             ray_context._set_on_grpc_context(context)
             return response
 
@@ -53,22 +69,30 @@ def _servicer(front: GrpcFront) -> Any:
 
 
 class Server:
-    """A grpc.aio server on its own loop and thread, serving one GrpcFront."""
+    """A gRPC server on loopback serving one GrpcFront, whose data plane runs on an event
+    loop of its own thread. grpcio's synchronous server, so that no grpc.aio poller outlives
+    the test in this process (a test process that later runs Ray)."""
 
     def __init__(self, token: str | None = None, rate_limit: dict | None = None) -> None:
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
         self.token = token
         self.rate_limit = rate_limit
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.clients: list[Any] = []
 
     def __enter__(self) -> Server:
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=60)
+        front = asyncio.run_coroutine_threadsafe(self._front(), self.loop).result(timeout=60)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            _servicer(front, self.loop), self.server
+        )
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
         return self
 
-    async def _start(self) -> None:
+    async def _front(self) -> GrpcFront:
         models = {
             "fraud-risk": served_model(MODELS, "fraud-risk", "1"),
             "minilm": served_model(MODELS, "minilm", "1"),
@@ -77,26 +101,26 @@ class Server:
         if self.rate_limit:
             plane.limiter.reconfigure(RateLimitConfig.model_validate(self.rate_limit))
         auth = BearerAuth({self.token: "grpc-client"} if self.token else {})
-        self.plane = plane
-        front = GrpcFront(
+        return GrpcFront(
             plane,
             Inference(plane, 1 << 20),
             Door(auth, plane.limiter, plane.rate_limited),
             server_metadata(),
             OPEN_PATHS,
         )
-        self.server = grpc.aio.server()
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(front), self.server)
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-        await self.server.start()
 
     def __exit__(self, *exc: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(None), self.loop).result(timeout=30)
+        for client in self.clients:
+            client.close()
+        self.server.stop(None).wait(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        self.loop.close()
 
     def client(self) -> Any:
-        return triton.InferenceServerClient(f"127.0.0.1:{self.port}")
+        client = triton.InferenceServerClient(f"127.0.0.1:{self.port}")
+        self.clients.append(client)
+        return client
 
 
 @pytest.fixture(scope="module")
@@ -217,20 +241,18 @@ def test_serve_s_grpc_servers_bind_where_http_listens_on_loopback(
     grpc_on_http_host(host)
     port = free_port()
 
-    async def bound() -> set[str]:
-        server = grpc.aio.server()
-        default_impl.add_grpc_address(server, f"[::]:{port}")  # as Ray calls it
-        await server.start()
-        try:
-            return {
-                c.laddr.ip
-                for c in psutil.Process().net_connections(kind="inet")
-                if c.status == psutil.CONN_LISTEN and c.laddr.port == port
-            }
-        finally:
-            await server.stop(None)
-
-    addresses = {ipaddress.ip_address(ip) for ip in asyncio.run(bound())}
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    default_impl.add_grpc_address(server, f"[::]:{port}")  # as Ray calls it
+    server.start()
+    try:
+        bound = {
+            c.laddr.ip
+            for c in psutil.Process().net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+    finally:
+        server.stop(None).wait(30)
+    addresses = {ipaddress.ip_address(ip) for ip in bound}
     # 127.0.0.1 may show as its IPv4-mapped IPv6 form on a dual-stack socket.
     on_loopback = {(a.ipv4_mapped or a).is_loopback for a in addresses}
     assert addresses and on_loopback == {loopback}
