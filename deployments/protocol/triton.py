@@ -36,7 +36,6 @@ def _tensor(spec: dict[str, Any]) -> dict[str, Any]:
 
 def model_config(
     kind: Any,
-    version: str,
     max_rows: int,
     batch_wait_s: float,
     max_requests_per_batch: int,
@@ -45,6 +44,7 @@ def model_config(
 ) -> dict[str, Any]:
     """The config of one served version. `replica`: a ModelReplica's `describe()`."""
     metadata = kind.metadata
+    version = metadata.version
     gpu = str(replica.get("device", "cpu")).startswith("cuda")
     return {
         "name": metadata.name,

@@ -84,7 +84,7 @@ def attach_inputs(body: Any, binary: memoryview) -> None:
                 f"binary_data_size {size} runs past the binary section "
                 f"({len(binary) - offset} bytes left)",
             )
-        tensor["data"] = _decode(name, tensor, binary[offset : offset + size])
+        attach_one(tensor, binary[offset : offset + size], i)
         offset += size
     if offset != len(binary):
         raise BadRequest(
@@ -94,10 +94,10 @@ def attach_inputs(body: Any, binary: memoryview) -> None:
         )
 
 
-def attach_one(tensor: dict[str, Any], raw: memoryview) -> None:
-    """Fill `data` of one tensor (a dict with name, datatype, shape) from exactly its bytes:
-    gRPC's `raw_input_contents` carry the same layout, one entry per input."""
-    tensor["data"] = _decode(_name(tensor, 0), tensor, raw)
+def attach_one(tensor: dict[str, Any], raw: memoryview, index: int) -> None:
+    """Fill `data` of input `index` (a dict with name, datatype, shape) from exactly its
+    bytes: gRPC's `raw_input_contents` carry the same layout, one entry per input."""
+    tensor["data"] = _decode(_name(tensor, index), tensor, raw)
 
 
 def _decode(name: str, tensor: dict[str, Any], raw: memoryview) -> list[Any]:

@@ -61,7 +61,7 @@ def infer_request(request: pb.ModelInferRequest) -> dict[str, Any]:
             "shape": list(tensor.shape),
         }
         if raw:
-            v2_binary.attach_one(body, memoryview(raw[i]))
+            v2_binary.attach_one(body, memoryview(raw[i]), i)
         else:
             body["data"] = _contents(tensor)
         inputs.append(body)

@@ -362,7 +362,6 @@ class DataPlane:
         replica = await served.model.describe.remote()
         return triton.model_config(
             served.kind,
-            served.kind.metadata.version,
             served.max_rows,
             self.config.caller_batch_wait_s,
             self.config.caller_batch_max_requests,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from deployments.telemetry.cluster_kv import KeyValueStore, RayKeyValueStore
 from deployments.telemetry.cluster_ledger import Ledger
 
 LATENCY_EDGES_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -87,7 +88,12 @@ class ShadowCounts:
 
 
 def shadow_ledger(
-    key_prefix: str, replica_id: str, edges: tuple[float, ...]
+    key_prefix: str,
+    replica_id: str,
+    edges: tuple[float, ...],
+    store: KeyValueStore | None = None,
 ) -> Ledger[ShadowCounts]:
     """The shadow's counts of one (model, primary, candidate), summed over its replicas."""
-    return Ledger(_NAMESPACE, key_prefix, replica_id, ShadowCounts(edges))
+    return Ledger(
+        store or RayKeyValueStore(_NAMESPACE), key_prefix, replica_id, ShadowCounts(edges)
+    )

@@ -15,6 +15,8 @@ import asyncio
 import time
 from typing import Generic, Protocol, TypeVar
 
+from deployments.telemetry.cluster_kv import KeyValueStore
+
 
 class Summable(Protocol):
     def to_json(self) -> bytes: ...
@@ -29,9 +31,9 @@ T = TypeVar("T", bound=Summable)
 class Ledger(Generic[T]):
     """This replica's `counts`, flushed to the cluster's KV store at most every `flush_s`."""
 
-    def __init__(self, namespace: str, key_prefix: str, replica_id: str, empty: T) -> None:
+    def __init__(self, store: KeyValueStore, key_prefix: str, replica_id: str, empty: T) -> None:
         """`empty`: zero counts; its class decodes what is stored (`from_json`)."""
-        self.namespace = namespace
+        self.store = store
         self.prefix = key_prefix
         self.key = f"{key_prefix}/{replica_id}"
         self._decode = type(empty)
@@ -40,7 +42,7 @@ class Ledger(Generic[T]):
         self.flush_s = 1.0
         self._flushed_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        stored = _get(namespace, self.key)
+        stored = store.get_many([self.key]).get(self.key)
         if stored is not None:  # the same replica id restarting: carry on from its totals
             self.counts = self._decode.from_json(stored)
 
@@ -52,7 +54,7 @@ class Ledger(Generic[T]):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            _put(self.namespace, self.key, self.counts.to_json())
+            self.store.put(self.key, self.counts.to_json())
             self._flushed_at = now
         elif self._timer is None:
             try:
@@ -70,32 +72,7 @@ class Ledger(Generic[T]):
         """Every replica's counts under the prefix, this one's current."""
         self.flush(force=True)
         total = self._decode.from_json(self._empty)
-        for key in _list(self.namespace, self.prefix + "/"):
-            blob = _get(self.namespace, key)
-            if blob is not None:
-                total = total.merged(self._decode.from_json(blob))
+        # Every replica's counts in one round trip to the store.
+        for blob in self.store.get_many(self.store.keys(self.prefix + "/")).values():
+            total = total.merged(self._decode.from_json(blob))
         return total
-
-
-def _put(namespace: str, key: str, value: bytes) -> None:
-    from ray.experimental import internal_kv
-
-    if internal_kv._internal_kv_initialized():
-        internal_kv._internal_kv_put(key, value, overwrite=True, namespace=namespace)
-
-
-def _get(namespace: str, key: str) -> bytes | None:
-    from ray.experimental import internal_kv
-
-    if not internal_kv._internal_kv_initialized():
-        return None
-    return internal_kv._internal_kv_get(key, namespace=namespace)
-
-
-def _list(namespace: str, prefix: str) -> list[str]:
-    from ray.experimental import internal_kv
-
-    if not internal_kv._internal_kv_initialized():
-        return []
-    keys = internal_kv._internal_kv_list(prefix, namespace=namespace)
-    return [k.decode() if isinstance(k, bytes) else k for k in keys]

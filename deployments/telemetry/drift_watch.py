@@ -18,9 +18,9 @@ from deployments.telemetry.drift_window import (
     DriftScores,
     Flusher,
     KeyValueStore,
-    RayKeyValueStore,
     WindowScorer,
     WindowWriter,
+    window_store,
 )
 
 PREDICTION_FLUSH_S = 5.0
@@ -48,7 +48,7 @@ class InputDrift:
         metrics: Any,
         store: KeyValueStore | None = None,
     ) -> None:
-        store = store or RayKeyValueStore()
+        store = store or window_store()
         self.config = config
         self.writer = WindowWriter(store, model, version, writer_id("validator"))
         self.scorer = WindowScorer(store, model, version, reference)
@@ -94,7 +94,7 @@ class PredictionDrift:
         assert reference.prediction is not None
         self.kind = kind
         self.bins = reference.prediction
-        self.writer = WindowWriter(store or RayKeyValueStore(), model, version, writer_id("model"))
+        self.writer = WindowWriter(store or window_store(), model, version, writer_id("model"))
         self.flusher = Flusher(self.writer.flush, PREDICTION_FLUSH_S, f"drift-{model}")
 
     @classmethod

@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from deployments.repository.reference import PREDICTION, DriftReference, psi
+from deployments.telemetry.cluster_kv import KeyValueStore, RayKeyValueStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,41 +34,8 @@ _NAMESPACE = "ray-serve-inference-drift"
 Counts = dict[str, np.ndarray]
 
 
-class KeyValueStore(Protocol):
-    def put(self, key: str, value: bytes) -> None: ...
-    def get_many(self, keys: list[str]) -> dict[str, bytes]: ...
-    def keys(self, prefix: str) -> list[str]: ...
-    def delete(self, key: str) -> None: ...
-
-
-class RayKeyValueStore:
-    """Ray's cluster key-value store (GCS), in a namespace of its own."""
-
-    def put(self, key: str, value: bytes) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_put(key, value, overwrite=True, namespace=_NAMESPACE)
-
-    def get_many(self, keys: list[str]) -> dict[str, bytes]:
-        """One round trip to the GCS for every key, however many slots the window holds."""
-        from ray.experimental import internal_kv
-
-        if not keys:
-            return {}
-        client = internal_kv.internal_kv_get_gcs_client()
-        found = client.internal_kv_multi_get([k.encode() for k in keys], _NAMESPACE.encode())
-        return {k.decode(): v for k, v in found.items()}
-
-    def keys(self, prefix: str) -> list[str]:
-        from ray.experimental import internal_kv
-
-        found = internal_kv._internal_kv_list(prefix, namespace=_NAMESPACE) or []
-        return [k.decode() if isinstance(k, bytes) else k for k in found]
-
-    def delete(self, key: str) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_del(key, namespace=_NAMESPACE)
+def window_store() -> RayKeyValueStore:
+    return RayKeyValueStore(_NAMESPACE)
 
 
 def slot_of(now_s: float) -> int:

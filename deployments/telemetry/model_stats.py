@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from deployments.telemetry.cluster_kv import RayKeyValueStore
 from deployments.telemetry.cluster_ledger import Ledger
 
 _NAMESPACE = "ray-serve-inference-stats"
@@ -95,4 +96,4 @@ class ModelStatistics:
 
 
 def stats_ledger(model: str, version: str, replica_id: str) -> Ledger[ModelStatistics]:
-    return Ledger(_NAMESPACE, f"{model}/{version}", replica_id, ModelStatistics())
+    return Ledger(RayKeyValueStore(_NAMESPACE), f"{model}/{version}", replica_id, ModelStatistics())

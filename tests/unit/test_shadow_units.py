@@ -344,16 +344,15 @@ def test_drain_gives_up_after_its_timeout_and_counts_what_was_left() -> None:
     assert left == 4 and mirror.drops["shutdown"] == 4 and mirror.sent == 0
 
 
-def test_ledger_writes_a_change_inside_its_interval_when_the_interval_ends(monkeypatch) -> None:
+def test_ledger_writes_a_change_inside_its_interval_when_the_interval_ends() -> None:
     from deployments.shadow.ledger import shadow_ledger
-    from deployments.telemetry import cluster_ledger
+    from tests.unit.test_drift_scores import MemoryStore
 
-    store: dict[str, bytes] = {}  # the cluster KV store, in memory
-    monkeypatch.setattr(cluster_ledger, "_put", lambda _ns, k, v: store.__setitem__(k, v))
-    monkeypatch.setattr(cluster_ledger, "_get", lambda _ns, k: store.get(k))
+    memory = MemoryStore()  # the cluster KV store, in memory
+    store = memory.data
 
     async def run() -> None:
-        book = shadow_ledger("m/1/2", "replica-a", (0.5,))
+        book = shadow_ledger("m/1/2", "replica-a", (0.5,), memory)
         book.flush_s = 0.1
         book.counts.mirrored_requests = 1
         book.flush()  # the first write goes at once
