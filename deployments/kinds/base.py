@@ -82,6 +82,22 @@ class Batch:
         return Batch.of([self.part(i) for i in indices])
 
 
+@dataclass
+class Answer:
+    """A ModelReplica's reply to one batch: outputs of the answered requests (in order of
+    `answered`), and the others' errors. It lives here, beside `Batch`, because the ingress
+    unpickles it: a class defined in a torch module would import torch into the ingress on
+    its first answer."""
+
+    outputs: Batch
+    answered: list[int]
+    failures: Failures
+    model_version: str
+    infer_ms: float
+    # Which replica answered: the ingress counts the replicas it sees (pipeline depth).
+    replica: str = ""
+
+
 def _rows(array: np.ndarray) -> list[Any]:
     return list(array) if array.ndim > 1 and array.dtype != object else array.tolist()
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from ray import serve
 from deployments.admission.memory_guard import MemoryGuard, memory_guarded
 from deployments.config import BatchConfig
 from deployments.errors import InferenceFailed, ServingError
-from deployments.kinds.base import Batch, Columns, Failures
+from deployments.kinds.base import Answer, Batch, Columns, Failures
 from deployments.kinds.devices import gpu_memory_probe
 from deployments.kinds.torch_threads import ThreadCount
 from deployments.repository.store import load_kind
@@ -42,19 +41,6 @@ from deployments.telemetry.tracing import (
 )
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass
-class Answer:
-    """Outputs of the answered requests (in order of `answered`), and the others' errors."""
-
-    outputs: Batch
-    answered: list[int]
-    failures: Failures
-    model_version: str
-    infer_ms: float
-    # Which replica answered: the ingress counts the replicas it sees (pipeline depth).
-    replica: str = ""
 
 
 class BatchedReplica:

@@ -9,11 +9,10 @@ from collections import Counter
 from typing import Any
 
 from deployments.admission.auth import BearerAuth
-from deployments.kinds.base import Batch
+from deployments.kinds.base import Answer, Batch
 from deployments.repository.store import load_kind
 from deployments.roles.dataplane import DataPlane, ServedModel
 from deployments.roles.http import build_http_app
-from deployments.roles.replica import Answer
 from deployments.roles.validator import decode
 from deployments.telemetry.model_stats import ModelStatistics
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from ray import cloudpickle
 
 from deployments.config import BatchConfig
 from deployments.errors import InferenceFailed
@@ -22,7 +25,7 @@ from deployments.kinds.devices import resolve_device
 from deployments.kinds.tabular import FEATURES, ClassificationKind, ClassifierRuntime
 from deployments.repository.store import load_kind
 from deployments.roles.replica import BatchedReplica
-from tests.support import MODEL, MODELS, sample_transactions
+from tests.support import MODEL, MODELS, REPO, sample_transactions
 
 BATCH = {"max_batch_size": 64}
 
@@ -73,6 +76,25 @@ def test_non_finite_output_fails_only_its_item(replica, columns) -> None:
     results = run_batch(replica, [rows(columns, 2, 4), poisoned, rows(columns, 4, 5)])
     assert isinstance(results[1], InferenceFailed) and "non-finite" in results[1].message
     assert len(results[0]["label"]) == 2 and len(results[2]["label"]) == 1
+
+
+def test_the_ingress_reads_an_answer_without_torch(replica, columns, tmp_path) -> None:
+    """The ingress (no torch) unpickles each answer a replica sends it. A class of the answer
+    defined in a torch module would import torch there on the first answer: a stall of the
+    first request and the ingress's memory spent on a library it never runs."""
+    poisoned = {name: array.copy() for name, array in rows(columns, 0, 1).items()}
+    poisoned[FEATURES][0, 0] = np.inf
+    answer = asyncio.run(replica.infer_many(Batch.of([rows(columns, 1, 3), poisoned])))
+    assert answer.answered == [0] and isinstance(answer.failures[1], InferenceFailed)
+    sent = tmp_path / "answer.pkl"
+    sent.write_bytes(cloudpickle.dumps(answer))
+    code = (
+        "import pickle, sys; import deployments.roles.ingress; "
+        f"answer = pickle.loads(open({str(sent)!r}, 'rb').read()); "
+        "assert answer.outputs.part(0)['label'].shape == (2,), answer; "
+        "assert 'torch' not in sys.modules, 'unpickling an answer imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 class _FailsOnMarker(torch.nn.Module):
