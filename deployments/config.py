@@ -105,8 +105,15 @@ class IngressConfig(BaseModel):
         default=32,
         ge=1,
         le=4096,
-        description="Mirrors one call to the shadow may carry: a sender takes what has queued "
-        "since its last call, so at low load each call carries one.",
+        description="Mirrors one call to the shadow may carry.",
+    )
+    shadow_batch_wait_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="How long a mirror waits for others to share its call to the shadow. "
+        "Mirrors leave after the answer, so the wait costs clients nothing, and one call per "
+        "batch instead of per mirror saves both the ingress's and the shadow's CPU.",
     )
     max_inflight_requests: int = Field(
         default=768,

@@ -8,9 +8,11 @@
   mirrors sent from these tasks are nobody's children, so they outlive their request.
 - Each mirror carries the `traceparent` of the request it copies (when sampled), so the
   shadow's spans join that request's trace even though the sender task is nobody's child.
-- A sender sends what queued while its previous call was out as one `mirror_many` call:
-  one handle call per batch of mirrors rather than per mirror (each is still compared and
-  counted on its own).
+- Mirrors leave in batches, one `mirror_many` call each (each mirror is still compared and
+  counted on its own): one sender at a time gathers, for `shadow_batch_wait_s` after the
+  first mirror or until the batch is full, while the others' calls are out. Without the
+  wait, idle senders would each take one mirror, and every mirror would cost a handle call
+  in the ingress and a call in the shadow.
 - Every failure (timeout, the shadow's own queue full, replica gone) is counted by reason
   and swallowed: the primary's status and latency do not depend on the shadow.
 - A replica that stops (a rollout, scaling down) first drains what it queued, for at most
@@ -47,6 +49,7 @@ class Mirror:
         self.drops: Counter[str] = Counter()
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._senders: list[asyncio.Task[None]] = []
+        self._gathering = asyncio.Lock()
         # Mirrors queued or on their way, and an event set whenever there are none.
         self._pending = 0
         self._idle = asyncio.Event()
@@ -119,10 +122,8 @@ class Mirror:
 
     async def _send_forever(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
-            # What queued while this sender's last call was out goes in one call.
-            batch = [await queue.get()]
-            while len(batch) < self.config.shadow_batch_max_requests and not queue.empty():
-                batch.append(queue.get_nowait())
+            async with self._gathering:
+                batch = await self._gather(queue)
             try:
                 await self._send(batch)
             except asyncio.CancelledError:
@@ -131,6 +132,16 @@ class Mirror:
                 logger.exception("shadow mirror sender failed")
             finally:
                 self._settled(len(batch))
+
+    async def _gather(self, queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The next batch: the first mirror to arrive, and what joins it within the wait."""
+        batch = [await queue.get()]
+        limit = self.config.shadow_batch_max_requests
+        if queue.qsize() + 1 < limit and self.config.shadow_batch_wait_s > 0:
+            await asyncio.sleep(self.config.shadow_batch_wait_s)
+        while len(batch) < limit and not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
 
     def _settled(self, count: int) -> None:
         self._pending = max(0, self._pending - count)

@@ -317,6 +317,38 @@ def test_one_call_carries_at_most_shadow_batch_max_requests() -> None:
     assert mirror.sent == 5 and mirror.shadow.calls == 3
 
 
+def test_mirrors_arriving_apart_share_a_call_within_the_wait() -> None:
+    """Ten mirrors offered 2 ms apart, with sixteen idle senders: one sender gathers, so they
+    go in one call, not one call each."""
+
+    async def run() -> Mirror:
+        config = IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=0.2)
+        mirror = Mirror(_Shadow("ok"), config)
+        for i in range(10):
+            mirror.offer({"request_id": str(i)})
+            await asyncio.sleep(0.002)
+        await _drain(mirror, 10)
+        return mirror
+
+    mirror = asyncio.run(run())
+    assert mirror.sent == 10 and mirror.shadow.calls == 1
+    assert [p["request_id"] for p in mirror.shadow.received] == [str(i) for i in range(10)]
+
+
+def test_without_a_wait_each_idle_sender_takes_what_is_there() -> None:
+    async def run() -> Mirror:
+        config = IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=0)
+        mirror = Mirror(_Shadow("ok"), config)
+        for i in range(4):
+            mirror.offer({"request_id": str(i)})
+            await asyncio.sleep(0.01)
+        await _drain(mirror, 4)
+        return mirror
+
+    mirror = asyncio.run(run())
+    assert mirror.sent == 4 and mirror.shadow.calls == 4
+
+
 def test_drain_sends_what_is_queued_before_the_replica_stops() -> None:
     async def run() -> tuple[Mirror, int]:
         config = IngressConfig(
