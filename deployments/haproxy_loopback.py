@@ -9,6 +9,19 @@ requests without saying who sent them, so behind it every client has haproxy's a
 `option forwardfor` adds the client's to X-Forwarded-For, which the ingress trusts from a
 peer on loopback only (deployments/roles/http_gate.py).
 
+Two more gaps of the template are closed here, both about overload at the front door:
+
+- HAProxy's own errors (no replica up, a replica gone mid-request, a timeout) go out as Ray's
+  errorfile, a bare `500 Internal Server Error` in plain text. They become this service's
+  JSON errors, rendered by the error classes themselves: 503 `overloaded` with
+  `Retry-After`, and 504 `deadline_exceeded`.
+- Nothing bounds how many requests haproxy hands the ingress, nor how long a request waits
+  for it: an open-loop client that opens a connection per request under overload pushes
+  thousands of requests in, and each waits for minutes. Each Ingress server line gets a
+  `maxconn` (`INFERENCE_HAPROXY_SERVER_MAXCONN`, 512), so haproxy queues the rest, and the
+  queue a `timeout queue` (`INFERENCE_HAPROXY_QUEUE_TIMEOUT_S`, 1 s): past it a request is
+  refused with the 503 above. The ingress's own admission then bounds what waits inside it.
+
 The launcher points `RAY_SERVE_HAPROXY_BINARY_PATH` here. Each time Ray starts an haproxy (at
 start and on every reload), this rewrites those two sections' `bind` lines in the config file
 Ray just wrote, in place and under Ray's own lock file, then execs the real haproxy with
@@ -25,11 +38,53 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 LOOPBACK_SECTIONS = ("frontend prometheus", "listen stats")
 FRONT_DOORS = ("frontend http_frontend", "frontend grpc_frontend")
 _BIND = re.compile(r"^(\s*bind\s+)(\S*?):(\d+)(.*)$")
 _REAL_BINARY_ENV = "INFERENCE_HAPROXY_REAL_BINARY"
+SERVER_MAXCONN_ENV = "INFERENCE_HAPROXY_SERVER_MAXCONN"
+QUEUE_TIMEOUT_ENV = "INFERENCE_HAPROXY_QUEUE_TIMEOUT_S"
+DEFAULT_SERVER_MAXCONN = 512
+DEFAULT_QUEUE_TIMEOUT_S = 1.0
+# Ray names the servers of a deployment's HTTP backend after its replicas.
+_REPLICA_SERVER = re.compile(r"^\s*server\s+SERVE_REPLICA_\S+\s")
+_ERRORFILE = re.compile(r"^(\s*errorfile\s+)(50[234])(\s+)(\S+)(.*)$")
+ERROR_PAGES = {"502": "serve-unavailable.http", "503": "serve-unavailable.http"}
+ERROR_PAGES["504"] = "serve-timeout.http"
+
+
+def error_pages() -> dict[str, bytes]:
+    """HAProxy's own refusals as this service renders errors: file name -> raw response."""
+    from deployments.errors import DeadlineExceeded, Overloaded
+
+    unavailable = Overloaded(
+        "the service cannot take this request now (at capacity, or restarting); retry later",
+        [{"reason": "front_door"}],
+        retry_after_s=1.0,
+    )
+    timeout = DeadlineExceeded("the ingress did not answer in time", [{"reason": "front_door"}])
+    return {
+        "serve-unavailable.http": _raw_response(unavailable),
+        "serve-timeout.http": _raw_response(timeout),
+    }
+
+
+def _raw_response(error: Any) -> bytes:
+    import json
+    from http import HTTPStatus
+
+    body = json.dumps(error.to_body()).encode()
+    status = HTTPStatus(error.status_code)
+    head = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-cache",
+        *(f"{name}: {value}" for name, value in error.headers().items()),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 def loopback_config(text: str) -> str:
@@ -65,12 +120,64 @@ def _forwarding(text: str, doors: list[str]) -> str:
     return "".join(out)
 
 
+def bounded_config(text: str, directory: Path, server_maxconn: int, queue_timeout_s: float) -> str:
+    """`text` with HAProxy's error pages replaced by ours (files in `directory`), a
+    `maxconn` on every Ingress replica's server line, and a queue timeout in `defaults`."""
+    out, section, queued = [], "", False
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", "\t", "\n", "#", ""):
+            section = " ".join(line.split()[:2])
+        stripped = line.rstrip("\n")
+        error = _ERRORFILE.match(stripped)
+        if error is not None:
+            head, status, gap, _path, rest = error.groups()
+            line = f"{head}{status}{gap}{directory / ERROR_PAGES[status]}{rest}\n"
+        elif _REPLICA_SERVER.match(stripped) and " maxconn " not in f"{stripped} ":
+            line = f"{stripped} maxconn {server_maxconn}\n"
+        elif section == "defaults" and stripped.split()[:2] == ["timeout", "queue"]:
+            queued = True
+        out.append(line)
+    rewritten = "".join(out)
+    if not queued:
+        rewritten = _after_header(
+            # haproxy takes whole units: milliseconds.
+            rewritten,
+            "defaults",
+            f"    timeout queue {max(1, round(queue_timeout_s * 1000))}ms\n",
+        )
+    return rewritten
+
+
+def _after_header(text: str, header: str, addition: str) -> str:
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == header:
+            return "".join([*lines[: i + 1], addition, *lines[i + 1 :]])
+    return text
+
+
+def front_door_limits() -> tuple[int, float]:
+    """(server maxconn, queue timeout) from the environment, else the defaults."""
+    maxconn = int(os.environ.get(SERVER_MAXCONN_ENV, DEFAULT_SERVER_MAXCONN))
+    queue_timeout_s = float(os.environ.get(QUEUE_TIMEOUT_ENV, DEFAULT_QUEUE_TIMEOUT_S))
+    if maxconn < 1 or queue_timeout_s <= 0:
+        raise SystemExit(
+            f"inference-haproxy: {SERVER_MAXCONN_ENV} must be >= 1 and {QUEUE_TIMEOUT_ENV} > 0 "
+            f"(got {maxconn} and {queue_timeout_s:g})"
+        )
+    return maxconn, queue_timeout_s
+
+
 def rewrite_in_place(path: Path) -> None:
+    maxconn, queue_timeout_s = front_door_limits()
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             text = path.read_text()
-            rewritten = loopback_config(text)
+            for name, page in error_pages().items():
+                if not (path.parent / name).is_file() or (path.parent / name).read_bytes() != page:
+                    (path.parent / name).write_bytes(page)
+            rewritten = bounded_config(loopback_config(text), path.parent, maxconn, queue_timeout_s)
             if rewritten != text:
                 temporary = path.with_name(f".{path.name}.loopback")
                 temporary.write_text(rewritten)

@@ -158,6 +158,29 @@ def test_every_listener_is_on_loopback_or_refuses_a_caller_without_ray_s_token(s
     print(f"\n{len(listeners)} listeners, {len(exposed)} beyond loopback, each refusing")
 
 
+def test_the_ingress_and_validators_never_load_torch(served) -> None:
+    """The roles that only parse, validate and route stay free of torch after answering: its
+    import would stall a request and take memory budgeted for requests (the ingress's is
+    512 MiB). Checked in the running processes' mapped libraries."""
+    base, running = served
+    schema = requests.get(f"{base}/v1/models/{MODEL}", timeout=10).json()["input_schema"]
+    body = {"instances": [instance_from_schema(schema)]}
+    for _ in range(3):
+        resp = requests.post(f"{base}/v1/models/{MODEL}:predict", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+    root = psutil.Process(running.pid)
+    light = {}
+    for proc in root.children(recursive=True):
+        try:
+            title = proc.cmdline()[0]
+            if ":Ingress" in title or ":Validator-" in title:
+                light[title] = [m.path for m in proc.memory_maps() if "libtorch" in m.path]
+        except (psutil.Error, IndexError):
+            continue
+    assert any(":Ingress" in t for t in light) and any(":Validator-" in t for t in light), light
+    assert not any(light.values()), {t: maps[:1] for t, maps in light.items() if maps}
+
+
 def listening_sockets(root_pid: int) -> list[tuple[str, int, str]]:
     root = psutil.Process(root_pid)
     procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
