@@ -317,35 +317,30 @@ def test_one_call_carries_at_most_shadow_batch_max_requests() -> None:
     assert mirror.sent == 5 and mirror.shadow.calls == 3
 
 
-def test_mirrors_arriving_apart_share_a_call_within_the_wait() -> None:
-    """Ten mirrors offered 2 ms apart, with sixteen idle senders: one sender gathers, so they
-    go in one call, not one call each."""
+def _offered_apart(count: int, gap_s: float, wait_s: float) -> Mirror:
+    """A mirror (sixteen senders) offered `count` mirrors `gap_s` apart, once all are sent."""
 
     async def run() -> Mirror:
-        config = IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=0.2)
+        config = IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=wait_s)
         mirror = Mirror(_Shadow("ok"), config)
-        for i in range(10):
+        for i in range(count):
             mirror.offer({"request_id": str(i)})
-            await asyncio.sleep(0.002)
-        await _drain(mirror, 10)
+            await asyncio.sleep(gap_s)
+        await _drain(mirror, count)
         return mirror
 
-    mirror = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_mirrors_arriving_apart_share_a_call_within_the_wait() -> None:
+    """With sixteen idle senders, one gathers: ten mirrors 2 ms apart go in one call."""
+    mirror = _offered_apart(10, 0.002, wait_s=0.2)
     assert mirror.sent == 10 and mirror.shadow.calls == 1
     assert [p["request_id"] for p in mirror.shadow.received] == [str(i) for i in range(10)]
 
 
 def test_without_a_wait_each_idle_sender_takes_what_is_there() -> None:
-    async def run() -> Mirror:
-        config = IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=0)
-        mirror = Mirror(_Shadow("ok"), config)
-        for i in range(4):
-            mirror.offer({"request_id": str(i)})
-            await asyncio.sleep(0.01)
-        await _drain(mirror, 4)
-        return mirror
-
-    mirror = asyncio.run(run())
+    mirror = _offered_apart(4, 0.01, wait_s=0)
     assert mirror.sent == 4 and mirror.shadow.calls == 4
 
 
