@@ -12,7 +12,7 @@ Systems (each alone on the machine while measured, same model, same validation c
   serve-naive  the same code as one Ray Serve deployment with default settings
   ours         serve_config.yaml as shipped (validation deployment, caller and model-side
                batching, 10% shadow, metrics, 1% tracing), started the way the README's
-               `inference-serve` starts it (HAProxy in front, deployments.launch.FAST_PATH_ENV);
+               `inference-serve` starts it (HAProxy in front through inference-haproxy);
                result cache off so every request is computed
   ours, Python proxy        the same behind Ray's Python proxy instead of HAProxy
   ours, no caller batching  the same with one request per Validator/ModelReplica call
@@ -64,7 +64,7 @@ from benchmarks.peers import Peer, select
 from benchmarks.peers import setup as peer_setup
 from benchmarks.plots import plot_xy
 from deployments.config import resolve_model_dir
-from deployments.launch import FAST_PATH_ENV, HA_PROXY_ENV
+from deployments.launch import FAST_PATH_ENV, HA_PROXY_ENV, haproxy_wrapper_env
 
 MODEL = "fraud-risk"
 MODELS = resolve_model_dir(Path("models"))
@@ -277,12 +277,16 @@ def single_deployment_config(import_path: str) -> dict[str, Any]:
     }
 
 
+# What `inference-serve` runs under: its fast path and its haproxy wrapper (loopback pages,
+# the client's address, JSON errors and the bounded front-door queue).
+SERVE_FAST_PATH = {**FAST_PATH_ENV, **haproxy_wrapper_env()}
+
 # Baselines on Ray Serve: (config import path, environment). Ray's defaults for the naive
 # one; the launcher's fast path for the fair one-deployment app and the no-op ceiling.
 SERVE_BASELINES = {
     "serve-naive": ("benchmarks.baselines.naive_serve:app", {}),
-    "serve-fair": ("benchmarks.baselines.serve_fair:fair", FAST_PATH_ENV),
-    "serve-ceiling": ("benchmarks.baselines.serve_fair:ceiling", FAST_PATH_ENV),
+    "serve-fair": ("benchmarks.baselines.serve_fair:fair", SERVE_FAST_PATH),
+    "serve-ceiling": ("benchmarks.baselines.serve_fair:ceiling", SERVE_FAST_PATH),
 }
 
 
@@ -292,14 +296,14 @@ def ours_config() -> dict[str, Any]:
 
 def lever_variants(full: bool) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
     variants = {
-        "ours, Python proxy": (ours_config(), {**FAST_PATH_ENV, HA_PROXY_ENV: "0"}),
+        "ours, Python proxy": (ours_config(), {**FAST_PATH_ENV, HA_PROXY_ENV: "0"}),  # no haproxy
         "ours, no caller batching": (
             variant(ours_config(), Ingress={"caller_batch_max_requests": 1}),
-            FAST_PATH_ENV,
+            SERVE_FAST_PATH,
         ),
         "ours, replicas at nice 15": (
             ours_config(),
-            {**FAST_PATH_ENV, "RAY_worker_niceness": "15"},
+            {**SERVE_FAST_PATH, "RAY_worker_niceness": "15"},
         ),
     }
     if full:
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     service = None
     ours_url = args.ours_url
     if ours_url is None:
-        service = LocalService(ours_config(), env=FAST_PATH_ENV)
+        service = LocalService(ours_config(), env=SERVE_FAST_PATH)
         ours_url = service.url
         results["ours_startup_s"] = service.startup_s
     try:

@@ -229,8 +229,9 @@ def loopback_env(base: dict[str, str]) -> dict[str, str]:
 
 
 def haproxy_wrapper_env() -> dict[str, str]:
-    """HAProxy's stats and metrics pages on loopback (Ray binds them to every interface),
-    and the client's address forwarded: deployments/haproxy_loopback.py."""
+    """Ray's haproxy through `inference-haproxy` (deployments/haproxy_loopback.py): its stats
+    and metrics pages on loopback, the client's address forwarded, its own errors as JSON, and
+    its queue for the Ingress bounded."""
     beside = Path(sys.executable).parent / "inference-haproxy"
     wrapper = str(beside) if beside.exists() else shutil.which("inference-haproxy")
     return {"RAY_SERVE_HAPROXY_BINARY_PATH": wrapper} if wrapper else {}
