@@ -48,6 +48,7 @@ SERVER_MAXCONN_ENV = "INFERENCE_HAPROXY_SERVER_MAXCONN"
 QUEUE_TIMEOUT_ENV = "INFERENCE_HAPROXY_QUEUE_TIMEOUT_S"
 DEFAULT_SERVER_MAXCONN = 512
 DEFAULT_QUEUE_TIMEOUT_S = 1.0
+FRONT_DOOR_MAXCONN = 16384
 # Ray names the servers of a deployment's HTTP backend after its replicas.
 _REPLICA_SERVER = re.compile(r"^\s*server\s+SERVE_REPLICA_\S+\s")
 _ERRORFILE = re.compile(r"^(\s*errorfile\s+)(50[234])(\s+)(\S+)(.*)$")
@@ -136,6 +137,11 @@ def bounded_config(text: str, directory: Path, server_maxconn: int, queue_timeou
             line = f"{stripped} maxconn {server_maxconn}\n"
         elif section == "defaults" and stripped.split()[:2] == ["timeout", "queue"]:
             queued = True
+        elif section == "global" and stripped.split()[:1] == ["maxconn"]:
+            # Idle keep-alive connections hold these slots for `timeout http-keep-alive`: at
+            # Ray's 4096, a flood of new connections waited up to that long to be accepted.
+            held = int(stripped.split()[1])
+            line = f"    maxconn {max(held, front_door_maxconn())}\n"
         out.append(line)
     rewritten = "".join(out)
     if not queued:
@@ -146,6 +152,18 @@ def bounded_config(text: str, directory: Path, server_maxconn: int, queue_timeou
             f"    timeout queue {max(1, round(queue_timeout_s * 1000))}ms\n",
         )
     return rewritten
+
+
+def front_door_maxconn() -> int:
+    """FRONT_DOOR_MAXCONN, or what the open-files limit lets haproxy hold: haproxy reserves
+    about 2.5 descriptors per connection (one each side, and its pipes) and refuses to start
+    when the limit cannot hold them."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return FRONT_DOOR_MAXCONN
+    return max(1, min(FRONT_DOOR_MAXCONN, (hard - 256) // 3))
 
 
 def _after_header(text: str, header: str, addition: str) -> str:

@@ -22,6 +22,7 @@ import requests
 from deployments.haproxy_loopback import (
     bounded_config,
     error_pages,
+    front_door_maxconn,
     loopback_config,
     real_binary,
     rewrite_in_place,
@@ -128,6 +129,7 @@ def test_the_real_binary_is_never_the_wrapper_itself(monkeypatch) -> None:
 # Ray's defaults and backend lines as its template writes them (haproxy_templates.py).
 RAY_BACKEND = """global
     maxconn 4096
+    nbthread 4
 defaults
     mode http
     timeout connect 5s
@@ -157,6 +159,8 @@ def test_the_errors_and_the_queue_are_rewritten_once(tmp_path: Path) -> None:
     replica, fallback = [line for line in out.splitlines() if "server SERVE_" in line]
     assert replica.endswith(" maxconn 7") and "maxconn" not in fallback
     assert out.count("timeout queue 250ms") == 1
+    wanted = max(4096, front_door_maxconn())
+    assert f"    maxconn {wanted}\n" in out.split("defaults")[0], "idle client connections fit"
     assert bounded_config(out, tmp_path, 7, 0.25) == out, "idempotent"
 
 
