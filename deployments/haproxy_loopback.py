@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,11 @@ FRONT_DOOR_MAXCONN = 16384
 # Ray names the servers of a deployment's HTTP backend after its replicas.
 _REPLICA_SERVER = re.compile(r"^\s*server\s+SERVE_REPLICA_\S+\s")
 _ERRORFILE = re.compile(r"^(\s*errorfile\s+)(50[234])(\s+)(\S+)(.*)$")
-ERROR_PAGES = {"502": "serve-unavailable.http", "503": "serve-unavailable.http"}
-ERROR_PAGES["504"] = "serve-timeout.http"
+ERROR_PAGES = {
+    "502": "serve-unavailable.http",
+    "503": "serve-unavailable.http",
+    "504": "serve-timeout.http",
+}
 
 
 def error_pages() -> dict[str, bytes]:
@@ -88,16 +92,24 @@ def _raw_response(error: Any) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def _in_sections(text: str) -> Iterator[tuple[str, str]]:
+    """Each line of an haproxy config (newline kept) with the section it belongs to, named by
+    its header's first two words ("frontend http_frontend", "defaults")."""
+    section = ""
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", "\t", "\n", "#", ""):
+            section = " ".join(line.split()[:2])
+        yield section, line
+
+
 def loopback_config(text: str) -> str:
     """`text` with every bind of the stats and metrics sections on 127.0.0.1, and the front
     doors (HTTP and gRPC) appending the client's address to X-Forwarded-For (the ingress's
     per-client rate limit needs it: behind haproxy every peer is haproxy)."""
-    out, section = [], ""
+    out = []
     forwarding = {door: False for door in FRONT_DOORS}
-    for line in text.splitlines(keepends=True):
-        if line[:1] not in (" ", "\t", "\n", "#", ""):
-            section = " ".join(line.split()[:2])
-        elif section in LOOPBACK_SECTIONS:
+    for section, line in _in_sections(text):
+        if section in LOOPBACK_SECTIONS:
             match = _BIND.match(line.rstrip("\n"))
             if match is not None:
                 head, _host, port, rest = match.groups()
@@ -110,10 +122,8 @@ def loopback_config(text: str) -> str:
 
 def _forwarding(text: str, doors: list[str]) -> str:
     """`option forwardfor` after the first `bind` of each of `doors`."""
-    out, section = [], ""
-    for line in text.splitlines(keepends=True):
-        if line[:1] not in (" ", "\t", "\n", "#", ""):
-            section = " ".join(line.split()[:2])
+    out = []
+    for section, line in _in_sections(text):
         out.append(line)
         if section in doors and line.lstrip().startswith("bind "):
             out.append("    option forwardfor\n")
@@ -124,10 +134,8 @@ def _forwarding(text: str, doors: list[str]) -> str:
 def bounded_config(text: str, directory: Path, server_maxconn: int, queue_timeout_s: float) -> str:
     """`text` with HAProxy's error pages replaced by ours (files in `directory`), a
     `maxconn` on every Ingress replica's server line, and a queue timeout in `defaults`."""
-    out, section, queued = [], "", False
-    for line in text.splitlines(keepends=True):
-        if line[:1] not in (" ", "\t", "\n", "#", ""):
-            section = " ".join(line.split()[:2])
+    out, queued = [], False
+    for section, line in _in_sections(text):
         stripped = line.rstrip("\n")
         error = _ERRORFILE.match(stripped)
         if error is not None:
