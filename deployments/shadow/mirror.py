@@ -122,9 +122,12 @@ class Mirror:
 
     async def _send_forever(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
-            async with self._gathering:
-                batch = await self._gather(queue)
+            # Settled however it ends: a sender cancelled while it gathers (a resize) holds
+            # mirrors that are in neither the queue nor a call, and must not stay pending.
+            batch: list[dict[str, Any]] = []
             try:
+                async with self._gathering:
+                    await self._gather(queue, batch)
                 await self._send(batch)
             except asyncio.CancelledError:
                 raise
@@ -133,15 +136,16 @@ class Mirror:
             finally:
                 self._settled(len(batch))
 
-    async def _gather(self, queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The next batch: the first mirror to arrive, and what joins it within the wait."""
-        batch = [await queue.get()]
+    async def _gather(
+        self, queue: asyncio.Queue[dict[str, Any]], batch: list[dict[str, Any]]
+    ) -> None:
+        """Fill `batch`: the first mirror to arrive, and what joins it within the wait."""
+        batch.append(await queue.get())
         limit = self.config.shadow_batch_max_requests
-        if queue.qsize() + 1 < limit and self.config.shadow_batch_wait_s > 0:
+        if len(batch) + queue.qsize() < limit and self.config.shadow_batch_wait_s > 0:
             await asyncio.sleep(self.config.shadow_batch_wait_s)
         while len(batch) < limit and not queue.empty():
             batch.append(queue.get_nowait())
-        return batch
 
     def _settled(self, count: int) -> None:
         self._pending = max(0, self._pending - count)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,21 @@ def test_mirrors_arriving_apart_share_a_call_within_the_wait() -> None:
 def test_without_a_wait_each_idle_sender_takes_what_is_there() -> None:
     mirror = _offered_apart(4, 0.01, wait_s=0)
     assert mirror.sent == 4 and mirror.shadow.calls == 4
+
+
+def test_a_sender_resized_away_while_gathering_leaves_nothing_pending() -> None:
+    async def run() -> tuple[int, float]:
+        mirror = Mirror(_Shadow("ok"), IngressConfig(shadow_sample_rate=1.0, shadow_batch_wait_s=5))
+        mirror.offer({"request_id": "0"})
+        await asyncio.sleep(0.05)  # a sender took it and waits for company
+        mirror.reconfigure(IngressConfig(shadow_sample_rate=1.0, shadow_concurrency=4))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        left = await mirror.drain(timeout_s=1.0)
+        return left, time.monotonic() - started
+
+    left, waited_s = asyncio.run(run())
+    assert left == 0 and waited_s < 0.5
 
 
 def test_drain_sends_what_is_queued_before_the_replica_stops() -> None:
