@@ -10,8 +10,12 @@ Systems (each alone on the machine while measured, same model, same validation c
                kserve-2w, bentoml-1w, mosec (validation stage + batched model stage);
                one whose install or start fails is reported as skipped
   serve-naive  the same code as one Ray Serve deployment with default settings
-  ours         serve_config.yaml as shipped (validation deployment, caller and model-side
-               batching, 10% shadow, metrics, 1% tracing), started the way the README's
+  serve-fair   the same code as one deployment on the launcher's fast path (raw ASGI)
+  serve-ceiling  a no-op raw handler on the fast path: the limit of any Serve app here
+  serve-hops   this service's graph with no-op stages (raw ASGI ingress, caller batching, a
+               Validator call and a model call per batch): what the graph's shape costs
+  ours         serve_config.yaml as shipped (validation deployment, batching at the caller,
+               10% shadow, metrics, 1% tracing), started the way the README's
                `inference-serve` starts it (HAProxy in front through inference-haproxy);
                result cache off so every request is computed
   ours, Python proxy        the same behind Ray's Python proxy instead of HAProxy
@@ -22,7 +26,8 @@ Systems (each alone on the machine while measured, same model, same validation c
 
 Closed loop: a wrk concurrency sweep (v1 for all; OIP v2 for ours too). Open loop: ours at
 fractions of its own closed-loop peak, constant rate, latency from the scheduled send
-(benchmarks/openloop.py). Writes JSON, a markdown table of ratios and two PNG plots.
+(benchmarks/openloop.py), then serve-hops at the same rates (the latency floor of the graph).
+Writes JSON, a markdown table of ratios and two PNG plots.
 
     python -m benchmarks compare            # full: ~25 min, plus the peers' first install
     python -m benchmarks compare --quick    # ~10 min
@@ -281,12 +286,16 @@ def single_deployment_config(import_path: str) -> dict[str, Any]:
 # the client's address, JSON errors and the bounded front-door queue).
 SERVE_FAST_PATH = {**FAST_PATH_ENV, **haproxy_wrapper_env()}
 
+HOPS = "serve-hops"
 # Baselines on Ray Serve: (config import path, environment). Ray's defaults for the naive
 # one; the launcher's fast path for the fair one-deployment app and the no-op ceiling.
 SERVE_BASELINES = {
     "serve-naive": ("benchmarks.baselines.naive_serve:app", {}),
     "serve-fair": ("benchmarks.baselines.serve_fair:fair", SERVE_FAST_PATH),
     "serve-ceiling": ("benchmarks.baselines.serve_fair:ceiling", SERVE_FAST_PATH),
+    # This service's graph with no-op stages (caller batching, a Validator call and a model
+    # call per batch): what the graph's shape alone costs here, the bound of any code in it.
+    HOPS: ("benchmarks.baselines.serve_fair:hops", SERVE_FAST_PATH),
 }
 
 
@@ -376,8 +385,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.smoke:
             closed["ours (OIP v2)"] = sweep(ours_url, conns, dur, v2_script())
         peak = max(r["rps"] for r in closed["ours"])
-        bodies = [{"instances": [r]} for r in records(64)]
         rates = plan["open_loop"] or [10.0 / max(peak, 1e-9)]
+        # Bodies that never repeat within a run, as in the closed loop.
+        bodies = [{"instances": [r]} for r in records(int(peak * max(rates) * plan["open_s"]) + 16)]
         results["open_loop"] = [
             asdict(
                 run_open_loop(
@@ -388,6 +398,24 @@ def main(argv: list[str] | None = None) -> None:
         ]
     finally:
         if service is not None:
+            service.close()
+    if not args.smoke:
+        # The same offered rates against the graph with nothing in it.
+        import_path, env = SERVE_BASELINES[HOPS]
+        service = LocalService(single_deployment_config(import_path), env=env)
+        try:
+            results["open_loop_hops"] = [
+                asdict(
+                    run_open_loop(
+                        f"{service.url}/v1/models/{MODEL}:predict",
+                        bodies,
+                        o["rate_rps"],
+                        plan["open_s"],
+                    )
+                )
+                for o in results["open_loop"]
+            ]
+        finally:
             service.close()
     # The levers, one at a time: each variant is ours with one of them taken away.
     variants = {} if args.smoke else lever_variants(full=mode == "full")
@@ -419,12 +447,19 @@ def report(results: dict[str, Any], out: Path) -> None:
         ol = results["open_loop"]
         plot_xy(
             out / f"compare-latency-{stamp}.png",
-            "ours: latency against offered load (open loop, from scheduled send)",
+            "latency against offered load (open loop, from the scheduled send)",
             "offered requests/s",
             "latency ms",
             {
-                q: ([o["rate_rps"] for o in ol], [o[f"{q}_ms"] for o in ol])
-                for q in ("p50", "p90", "p99")
+                **{
+                    f"ours {q}": ([o["rate_rps"] for o in ol], [o[f"{q}_ms"] for o in ol])
+                    for q in ("p50", "p90", "p99")
+                },
+                **{
+                    f"{HOPS} {q}": ([o["rate_rps"] for o in hops], [o[f"{q}_ms"] for o in hops])
+                    for q in ("p50", "p99")
+                    if (hops := results.get("open_loop_hops"))
+                },
             },
             logy=True,
         )
@@ -455,11 +490,17 @@ def report(results: dict[str, Any], out: Path) -> None:
         best = max(r["rps"] for r in rows)
         ratios = " | ".join(f"{best / max(r['rps'] for r in closed[b]):.3f}" for b in baselines)
         lines.append(f"| {name} | {ratios} | {best / results['raw_rows_per_s']:.4f} |")
-    lines += ["", "| open loop (ours) | value |", "| --- | --- |"]
-    for o in results.get("open_loop", []):
+    hops = results.get("open_loop_hops") or [None] * len(results.get("open_loop", []))
+    lines += [
+        "",
+        f"| open loop, offered req/s | ours: p50 / p99 ms, ok/sent | {HOPS}: p50 / p99 ms |",
+        "| --- | --- | --- |",
+    ]
+    for o, h in zip(results.get("open_loop", []), hops, strict=True):
+        bound = f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}" if h else "-"
         lines.append(
-            f"| open loop {o['rate_rps']:.1f} req/s: p50 / p99 ms, ok/sent | "
-            f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f}, {o['ok']}/{o['sent']} |"
+            f"| {o['rate_rps']:.1f} | {o['p50_ms']:.1f} / {o['p99_ms']:.1f}, "
+            f"{o['ok']}/{o['sent']} | {bound} |"
         )
     if cpu := results.get("ours_cpu_ms_per_request"):
         lines += ["", "| ours: CPU ms per request, by process | ms |", "| --- | --- |"]

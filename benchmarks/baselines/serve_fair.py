@@ -5,6 +5,9 @@ deployment each, answering over a raw ASGI handler (no FastAPI):
   what one well-configured Serve deployment does with the model.
 - `ceiling`: reads the body and returns a constant: the most requests/s any Ray Serve app
   can answer on this machine, the bound the service's own ratio is read against.
+- `hops`: this service's graph with nothing in it (the same caller batching, then a Validator
+  call and a model call per batch, each stage a no-op): what the graph's shape costs, the
+  throughput and latency bound of any code put in it.
 """
 
 from typing import Any
@@ -80,3 +83,58 @@ class Ceiling:
 
 fair = FairModel.bind()
 ceiling = Ceiling.bind()
+
+
+@serve.deployment(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
+class NoopValidator:
+    def validate(self, bodies: list[bytes]) -> list[Any]:
+        return [orjson.loads(body) for body in bodies]
+
+
+@serve.deployment(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
+class NoopModel:
+    def predict(self, rows: list[Any]) -> list[bytes]:
+        return [_CONSTANT for _ in rows]
+
+
+@serve.deployment(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
+@serve.ingress()
+class Hops:
+    """This service's graph with nothing in it: each caller batch of bodies goes to a
+    Validator that only parses JSON, then to a model that answers a constant."""
+
+    def __init__(self, validator: Any, model: Any) -> None:
+        from deployments.admission.caller_batch import CallerBatcher
+
+        self.validator, self.model = validator, model
+        self.batcher = CallerBatcher(self._flush, 64, 0.001, 2)
+
+    async def _flush(self, bodies: list[bytes]) -> list[bytes]:
+        rows = await self.validator.validate.remote(bodies)
+        return await self.model.predict.remote(rows)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        async def predict(body: bytes) -> tuple[int, bytes]:
+            return 200, await self.batcher.submit(body)
+
+        return _asgi_async(predict)
+
+
+def _asgi_async(predict: Any) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == READY_PATH:
+            await _respond(send, 200, _READY)
+        elif scope["path"] == PREDICT_PATH and scope["method"] == "POST":
+            await _respond(send, *(await predict(await _read_body(receive))))
+        else:
+            await _respond(send, 404, b'{"error": "not found"}')
+
+    return app
+
+
+hops = Hops.bind(NoopValidator.bind(), NoopModel.bind())
