@@ -107,7 +107,12 @@ class Hops:
         from deployments.admission.caller_batch import CallerBatcher
 
         self.validator, self.model = validator, model
-        self.batcher = CallerBatcher(self._flush, 64, 0.001, 2)
+        from deployments.kinds.tabular import TabularKind
+
+        # The caller batching ours gives a tabular model.
+        self.batcher = CallerBatcher(
+            self._flush, 64, 0.001, 2, min_overlap=TabularKind.caller_batch_min_overlap
+        )
 
     async def _flush(self, bodies: list[bytes]) -> list[bytes]:
         rows = await self.validator.validate.remote(bodies)

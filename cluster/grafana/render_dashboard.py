@@ -165,8 +165,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[dict[str, str]]]]]] = [
                 "short",
                 [
                     q(
-                        "max by (model, version, feature) "
-                        f"(ray_input_feature_drift_psi{M})",
+                        f"max by (model, version, feature) (ray_input_feature_drift_psi{M})",
                         "{{feature}} v{{version}}",
                     ),
                     q(

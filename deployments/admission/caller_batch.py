@@ -39,11 +39,13 @@ class CallerBatcher(Generic[T, R]):
         max_wait_s: float,
         max_concurrent: int = 2,
         on_batch: Callable[[int], None] | None = None,
+        min_overlap: int = 1,
     ) -> None:
         self._flush = flush
         self.max_items = max_items
         self.max_wait_s = max_wait_s
         self.max_concurrent = max_concurrent
+        self.min_overlap = min_overlap
         self._on_batch = on_batch
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._running = 0
@@ -62,9 +64,19 @@ class CallerBatcher(Generic[T, R]):
         self._maybe_start()
         return await future
 
+    def _may_overlap(self) -> bool:
+        # A batch leaves beside others already on their way only with at least `min_overlap`
+        # requests: fewer wait for a batch to come back rather than pay calls of their own.
+        return len(self._pending) >= self.min_overlap
+
     def _maybe_start(self) -> None:
         # At most one flusher is gathering at a time; the others are sending.
-        if self._running < self.max_concurrent and not self._collecting and self._pending:
+        if (
+            self._running < self.max_concurrent
+            and not self._collecting
+            and self._pending
+            and (self._running == 0 or self._may_overlap())
+        ):
             self._running += 1
             self._collecting = True
             asyncio.get_running_loop().create_task(self._run(), context=contextvars.Context())
@@ -83,6 +95,8 @@ class CallerBatcher(Generic[T, R]):
                     await self._send(batch)
                 if not self._pending or self._collecting:
                     return
+                if self._running > 1 and not self._may_overlap():
+                    return  # another batch is out; what queued leaves when it is back
                 # What queued while this batch was out has waited long enough: send it now.
                 self._collecting = owning = True
                 gather = False

@@ -182,6 +182,12 @@ class ModelKind(ABC):
     # Modules the kind needs beyond the base install (checked before anything is deployed).
     requirements: ClassVar[tuple[str, ...]] = ()
     requirements_hint: ClassVar[str] = ""
+    # Requests that must be waiting before a caller batch leaves while another of this
+    # model's batches is still on its way; fewer wait for that batch to come back. Each call
+    # costs every process on the path its own overhead, so where a forward pass is cheap
+    # beside a call, small overlapping batches only add CPU; where it is dear (1: overlap at
+    # once), a second replica should start on the next batch without waiting.
+    caller_batch_min_overlap: ClassVar[int] = 1
     # Batching defaults (max_batch_size in cost units) and environment of its replicas.
     batch_defaults: ClassVar[dict[str, Any]] = {"max_batch_size": 64}
     replica_env: ClassVar[dict[str, str]] = {}

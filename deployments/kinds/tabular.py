@@ -223,6 +223,9 @@ class RegressorRuntime(TabularRuntime):
 class TabularKind(ModelKind):
     runtime_class: ClassVar[type[TabularRuntime]]
     metadata: TabularMetadata
+    # A small network's forward pass costs less than the calls that carry it
+    # (docs/benchmarks.md): a few requests wait for the batch on its way instead.
+    caller_batch_min_overlap = 8
 
     def __init__(self, metadata: TabularMetadata) -> None:
         super().__init__(metadata)

@@ -132,6 +132,7 @@ class DataPlane:
             config.caller_batch_wait_s,
             config.caller_batch_max_concurrent,
             on_batch=lambda n: self.metrics and self.metrics.caller_batch.observe(n, tags),
+            min_overlap=served.kind.caller_batch_min_overlap,
         )
 
     def reconfigure(self, config: IngressConfig) -> None:

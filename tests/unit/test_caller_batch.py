@@ -161,3 +161,49 @@ def test_a_wrong_number_of_results_is_an_error_for_the_batch() -> None:
 
     results = run(main())
     assert all(isinstance(r, RuntimeError) and "3 items" in str(r) for r in results)
+
+
+def test_a_batch_leaves_beside_another_only_with_enough_company() -> None:
+    """min_overlap 4: with one batch on its way, three waiting requests wait for it to come
+    back (and then leave together at once); a fourth lets a second batch leave beside it."""
+
+    async def main():
+        down = Downstream(latency_s=0.1)
+        batcher = CallerBatcher(down, max_items=64, max_wait_s=0, min_overlap=4)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.01)  # batch [0] is out
+        few = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        assert down.batches == [[0]]  # three are not enough to overlap
+        await asyncio.gather(first, *few)
+        # They left together as soon as [0] came back, not one call each.
+        assert down.batches == [[0], [1, 2, 3]]
+
+        first = asyncio.ensure_future(batcher.submit(10))
+        await asyncio.sleep(0.01)
+        more = [asyncio.ensure_future(batcher.submit(i)) for i in (11, 12, 13, 14)]
+        await asyncio.sleep(0.01)
+        assert down.batches[-2:] == [[10], [11, 12, 13, 14]]  # four overlap at once
+        await asyncio.gather(first, *more)
+
+    run(main())
+
+
+def test_with_min_overlap_nothing_is_left_behind_when_the_last_batch_returns() -> None:
+    """Callers arriving at random while batches come and go: every one is answered, and
+    batches overlap only with enough company."""
+
+    async def main():
+        down = Downstream(latency_s=0.01)
+        batcher = CallerBatcher(down, max_items=16, max_wait_s=0.001, min_overlap=8)
+
+        async def caller(i: int) -> int:
+            await asyncio.sleep((i * 7919 % 100) / 2000)
+            return await batcher.submit(i)
+
+        results = await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(300))), 10)
+        return down, results
+
+    down, results = run(main())
+    assert results == [i * 10 for i in range(300)]
+    assert sum(len(b) for b in down.batches) == 300
