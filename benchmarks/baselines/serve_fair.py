@@ -10,12 +10,15 @@ deployment each, answering over a raw ASGI handler (no FastAPI):
   throughput and latency bound of any code put in it.
 """
 
+import inspect
 from typing import Any
 
 import orjson
 from ray import serve
 
 from benchmarks.baselines.tabular import PREDICT_PATH, READY_PATH, TabularModel
+from deployments.admission.caller_batch import CallerBatcher
+from deployments.kinds.tabular import TabularKind
 
 _JSON = [(b"content-type", b"application/json")]
 _READY = orjson.dumps({"ready": True})
@@ -40,6 +43,8 @@ async def _respond(send: Any, status: int, content: bytes) -> None:
 
 
 def _asgi(predict: Any) -> Any:
+    """`predict(body)` returns `(status, content)`, or an awaitable of it."""
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
@@ -49,7 +54,8 @@ def _asgi(predict: Any) -> Any:
         if scope["path"] == READY_PATH:
             await _respond(send, 200, _READY)
         elif scope["path"] == PREDICT_PATH and scope["method"] == "POST":
-            await _respond(send, *predict(await _read_body(receive)))
+            answer = predict(await _read_body(receive))
+            await _respond(send, *(await answer if inspect.isawaitable(answer) else answer))
         else:
             await _respond(send, 404, b'{"error": "not found"}')
 
@@ -104,11 +110,7 @@ class Hops:
     Validator that only parses JSON, then to a model that answers a constant."""
 
     def __init__(self, validator: Any, model: Any) -> None:
-        from deployments.admission.caller_batch import CallerBatcher
-
         self.validator, self.model = validator, model
-        from deployments.kinds.tabular import TabularKind
-
         # The caller batching ours gives a tabular model.
         self.batcher = CallerBatcher(
             self._flush, 64, 0.001, 2, min_overlap=TabularKind.caller_batch_min_overlap
@@ -122,24 +124,7 @@ class Hops:
         async def predict(body: bytes) -> tuple[int, bytes]:
             return 200, await self.batcher.submit(body)
 
-        return _asgi_async(predict)
-
-
-def _asgi_async(predict: Any) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["path"] == READY_PATH:
-            await _respond(send, 200, _READY)
-        elif scope["path"] == PREDICT_PATH and scope["method"] == "POST":
-            await _respond(send, *(await predict(await _read_body(receive))))
-        else:
-            await _respond(send, 404, b'{"error": "not found"}')
-
-    return app
+        return _asgi(predict)
 
 
 hops = Hops.bind(NoopValidator.bind(), NoopModel.bind())
