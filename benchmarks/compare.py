@@ -388,14 +388,14 @@ def main(argv: list[str] | None = None) -> None:
         rates = plan["open_loop"] or [10.0 / max(peak, 1e-9)]
         # Bodies that never repeat within a run, as in the closed loop.
         bodies = [{"instances": [r]} for r in records(int(peak * max(rates) * plan["open_s"]) + 16)]
-        results["open_loop"] = [
-            asdict(
-                run_open_loop(
-                    f"{ours_url}/v1/models/{MODEL}:predict", bodies, peak * f, plan["open_s"]
-                )
-            )
-            for f in rates
-        ]
+
+        def open_loop(url: str, rates_rps: list[float]) -> list[dict[str, Any]]:
+            return [
+                asdict(run_open_loop(f"{url}/v1/models/{MODEL}:predict", bodies, r, plan["open_s"]))
+                for r in rates_rps
+            ]
+
+        results["open_loop"] = open_loop(ours_url, [peak * f for f in rates])
     finally:
         if service is not None:
             service.close()
@@ -404,17 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         import_path, env = SERVE_BASELINES[HOPS]
         service = LocalService(single_deployment_config(import_path), env=env)
         try:
-            results["open_loop_hops"] = [
-                asdict(
-                    run_open_loop(
-                        f"{service.url}/v1/models/{MODEL}:predict",
-                        bodies,
-                        o["rate_rps"],
-                        plan["open_s"],
-                    )
-                )
-                for o in results["open_loop"]
-            ]
+            results["open_loop_hops"] = open_loop(
+                service.url, [o["rate_rps"] for o in results["open_loop"]]
+            )
         finally:
             service.close()
     # The levers, one at a time: each variant is ours with one of them taken away.
@@ -443,8 +435,9 @@ def report(results: dict[str, Any], out: Path) -> None:
         {name: (conns, [r["rps"] for r in rows]) for name, rows in closed.items()},
         logy=True,
     )
-    if results.get("open_loop"):
-        ol = results["open_loop"]
+    ol = results.get("open_loop", [])
+    hops = results.get("open_loop_hops", [])
+    if ol:
         plot_xy(
             out / f"compare-latency-{stamp}.png",
             "latency against offered load (open loop, from the scheduled send)",
@@ -458,7 +451,7 @@ def report(results: dict[str, Any], out: Path) -> None:
                 **{
                     f"{HOPS} {q}": ([o["rate_rps"] for o in hops], [o[f"{q}_ms"] for o in hops])
                     for q in ("p50", "p99")
-                    if (hops := results.get("open_loop_hops"))
+                    if hops
                 },
             },
             logy=True,
@@ -490,13 +483,12 @@ def report(results: dict[str, Any], out: Path) -> None:
         best = max(r["rps"] for r in rows)
         ratios = " | ".join(f"{best / max(r['rps'] for r in closed[b]):.3f}" for b in baselines)
         lines.append(f"| {name} | {ratios} | {best / results['raw_rows_per_s']:.4f} |")
-    hops = results.get("open_loop_hops") or [None] * len(results.get("open_loop", []))
     lines += [
         "",
         f"| open loop, offered req/s | ours: p50 / p99 ms, ok/sent | {HOPS}: p50 / p99 ms |",
         "| --- | --- | --- |",
     ]
-    for o, h in zip(results.get("open_loop", []), hops, strict=True):
+    for o, h in zip(ol, hops or [None] * len(ol), strict=True):
         bound = f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}" if h else "-"
         lines.append(
             f"| {o['rate_rps']:.1f} | {o['p50_ms']:.1f} / {o['p99_ms']:.1f}, "

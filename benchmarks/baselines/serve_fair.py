@@ -18,6 +18,7 @@ from ray import serve
 
 from benchmarks.baselines.tabular import PREDICT_PATH, READY_PATH, TabularModel
 from deployments.admission.caller_batch import CallerBatcher
+from deployments.config import IngressConfig
 from deployments.kinds.tabular import TabularKind
 
 _JSON = [(b"content-type", b"application/json")]
@@ -111,9 +112,14 @@ class Hops:
 
     def __init__(self, validator: Any, model: Any) -> None:
         self.validator, self.model = validator, model
-        # The caller batching ours gives a tabular model.
+        # The caller batching ours gives a tabular model, from the same defaults.
+        config = IngressConfig()
         self.batcher = CallerBatcher(
-            self._flush, 64, 0.001, 2, min_overlap=TabularKind.caller_batch_min_overlap
+            self._flush,
+            config.caller_batch_max_requests,
+            config.caller_batch_wait_s,
+            config.caller_batch_max_concurrent,
+            min_overlap=TabularKind.caller_batch_min_overlap,
         )
 
     async def _flush(self, bodies: list[bytes]) -> list[bytes]:
