@@ -160,6 +160,14 @@ class IngressConfig(BaseModel):
         description="Caller batches on their way at once; while all are out, requests queue "
         "and leave together in the next one (so batches grow with load).",
     )
+    trace_sampling_ratio: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of requests that start a recorded trace (OpenTelemetry, every role "
+        "of the graph); a caller whose W3C traceparent says sampled is always traced, one "
+        "that says not sampled never is. 0: only callers' sampled traces.",
+    )
     retry_attempts: int = Field(
         default=3,
         ge=1,

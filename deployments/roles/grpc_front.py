@@ -32,7 +32,7 @@ from deployments.roles.dataplane import DataPlane
 from deployments.roles.failures import logged_error
 from deployments.roles.http_inference import Inference
 from deployments.telemetry.request_telemetry import CLIENT_CLOSED_REQUEST, TelemetryTarget
-from deployments.telemetry.tracing import child_span, format_trace_id, request_context
+from deployments.telemetry.tracing import child_span, format_trace_id, request_parent
 
 # The RPCs served, with the message each answers (an empty one goes with an error status).
 RESPONSES: dict[str, type] = {
@@ -89,7 +89,10 @@ class GrpcFront:
         with child_span(
             "Ingress",
             f"gRPC {rpc}",
-            parent=request_context(metadata.get("traceparent")),
+            parent=request_parent(
+                metadata.get("traceparent"),
+                self.telemetry.trace_sampling_ratio if self.telemetry is not None else 0.0,
+            ),
             kind=SpanKind.SERVER,
         ) as span:
             ctx = span.get_span_context()

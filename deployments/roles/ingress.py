@@ -26,7 +26,7 @@ from deployments.shadow.mirror import Mirror
 from deployments.telemetry.metrics import IngressMetrics, MirrorMetrics, RequestMetrics
 from deployments.telemetry.node_metrics import NodeMetrics
 from deployments.telemetry.request_telemetry import TelemetryTarget
-from deployments.telemetry.tracing import install_log_correlation
+from deployments.telemetry.tracing import install_log_correlation, install_tracer_provider
 
 logger = logging.getLogger("ray.serve")
 
@@ -40,6 +40,7 @@ class Ingress(GrpcMethods):
     def __init__(self, args: AppArgs, models: list[dict[str, Any]]) -> None:
         """`models`: per served model, `{name, version, validator, model, shadow}` (handles)."""
         install_log_correlation(logger)
+        install_tracer_provider(roots=True)
         # Before Serve starts this replica's servers: its gRPC server where HTTP listens.
         grpc_on_http_host(serve_http_host())
         config = IngressConfig()
@@ -62,7 +63,9 @@ class Ingress(GrpcMethods):
         self.node_metrics = NodeMetrics()
         self.args = args
         versions = {name: m.kind.metadata.version for name, m in self.plane.models.items()}
-        self.telemetry = TelemetryTarget(RequestMetrics(), versions)
+        self.telemetry = TelemetryTarget(
+            RequestMetrics(), versions, self.plane.config.trace_sampling_ratio
+        )
         self.grpc = GrpcFront(
             self.plane,
             Inference(self.plane, args.max_request_bytes),
@@ -84,7 +87,9 @@ class Ingress(GrpcMethods):
         return app
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.plane.reconfigure(IngressConfig.model_validate(user_config or {}))
+        config = IngressConfig.model_validate(user_config or {})
+        self.plane.reconfigure(config)
+        self.telemetry.trace_sampling_ratio = config.trace_sampling_ratio
 
     async def __del__(self) -> None:
         # Serve awaits this once the replica has drained its requests (a rollout, scaling

@@ -37,6 +37,7 @@ from deployments.telemetry.monitoring import (
 from deployments.telemetry.tracing import (
     context_of_link,
     install_log_correlation,
+    install_tracer_provider,
     link_from_traceparent,
 )
 
@@ -84,6 +85,7 @@ class BatchedReplica:
         # Triton's statistics of this version, this replica's share (telemetry/model_stats.py).
         self.stats = stats_ledger(name, self.version, self.replica_id)
         install_log_correlation(logger)
+        install_tracer_provider(roots=False)
         logger.info(
             "loaded %s:%s (%s, %s) on %s",
             name,

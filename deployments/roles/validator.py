@@ -25,6 +25,7 @@ from deployments.telemetry.tracing import (
     child_span,
     context_from_traceparent,
     install_log_correlation,
+    install_tracer_provider,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -55,6 +56,7 @@ class Validator:
         window = self.scoring.window if self.scoring is not None else None
         self.drift = self.kind.drift_recorder(name, version, reference, window)
         install_log_correlation(logger)
+        install_tracer_provider(roots=False)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """The model's `drift` settings (Serve calls this at start and on every change)."""

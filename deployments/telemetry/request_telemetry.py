@@ -1,7 +1,8 @@
 """Per-request telemetry at the ingress, as plain ASGI middleware (no extra task per request).
 
 For every HTTP request: one server span named for the Ingress deployment and the matched
-route (continuing the caller's W3C `traceparent`), the trace id in the `x-trace-id` response
+route (continuing the caller's W3C `traceparent`, or starting a trace at the target's
+`trace_sampling_ratio`: `tracing.request_parent`), the trace id in the `x-trace-id` response
 header, and the request counted and timed by model, version, endpoint and status. The route
 template, not the raw path, is the endpoint label, and a model name nobody serves is
 recorded as "_unknown", so clients cannot grow the number of series.
@@ -21,7 +22,7 @@ from deployments.telemetry.tracing import (
     TRACE_ID_HEADER,
     child_span,
     format_trace_id,
-    request_context,
+    request_parent,
 )
 
 Scope = MutableMapping[str, Any]
@@ -38,6 +39,8 @@ class TelemetryTarget:
 
     metrics: Any  # deployments.telemetry.metrics.RequestMetrics
     versions: dict[str, str]  # served model name -> primary version
+    # Share of requests without a caller's traceparent that start a recorded trace.
+    trace_sampling_ratio: float = 0.0
 
 
 class RequestTelemetry:
@@ -57,10 +60,12 @@ class RequestTelemetry:
                 traceparent = value.decode("latin-1")
                 break
         status, responded = 500, False
+        target = getattr(self.state, "telemetry", None)
+        ratio = target.trace_sampling_ratio if target is not None else 0.0
         with child_span(
             "Ingress",
             scope.get("method", "HTTP"),
-            parent=request_context(traceparent),
+            parent=request_parent(traceparent, ratio),
             kind=SpanKind.SERVER,
         ) as span:
             ctx = span.get_span_context()

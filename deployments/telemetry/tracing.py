@@ -1,10 +1,20 @@
-"""Tracing: the span exporter Ray Serve loads, and our child spans inside its traces.
+"""Tracing: each role's tracer provider, where a request's trace starts, and our spans.
 
-Ray Serve 2.60 creates the tracer provider itself in every proxy and replica, sampling with
-`ParentBasedTraceIdRatio` (a sampled caller is always traced; the rest at the configured
-ratio), and calls the zero-argument function named by `RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH`
-(or `tracing_config.exporter_import_path` in serve_config.yaml) for its span processors. That
-function is `span_processors` below. It follows the standard OpenTelemetry variables:
+Every role installs this process's tracer provider when it starts (`install_tracer_provider`),
+parent-based: a span is recorded when its parent is. A trace starts at the Ingress only
+(`request_parent`): it continues the caller's `traceparent` (sampled or not, as the caller
+says), or starts a new one, sampled at the Ingress's `trace_sampling_ratio`. The request's
+trace then travels inside each batched call as a `traceparent` (batching at the caller), so the
+Validator's, ModelReplica's and ShadowReplica's spans join it.
+
+Ray Serve's own tracing (`tracing_config`) is not used: it adds a span to every handle call and
+every replica call, sampled or not, which costs the serving path about 5% of its throughput
+here (docs/benchmarks.md). An operator who turns it on anyway gets Ray's spans too: our roles
+then keep Ray's provider, and the Ingress span joins Ray's request span.
+
+`span_processors` is also the function Ray Serve calls when its tracing is on
+(`RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH`, for its proxy's spans). It follows the standard
+OpenTelemetry variables:
 
 - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` set: spans go over OTLP,
   `http/protobuf` (default) or `grpc` per `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`;
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,9 +39,10 @@ from typing import Any, TextIO
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from opentelemetry.trace import INVALID_SPAN, Link, NonRecordingSpan, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SERVICE_NAME = "ray-serve-inference"
@@ -41,11 +53,42 @@ _TRACER_NAME = "deployments"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-# ---- the exporter Ray Serve loads ----------------------------------------------------------
+# ---- this process's provider, and its exporter ----------------------------------------------
+
+# Whether a span without a parent is recorded here (`install_tracer_provider`).
+_roots = True
+
+
+def install_tracer_provider(*, roots: bool) -> None:
+    """This process's tracer provider, once; a provider already set (Ray Serve's, when its own
+    tracing is on) is kept, and its sampler decides.
+
+    `roots`: whether a span without a parent is recorded. True only in the Ingress, which starts
+    a trace (`request_parent`) after drawing it; elsewhere a span without a sampled parent (a
+    batch none of whose requests is sampled) is never recorded, and costs no tracer call."""
+    global _roots
+    if not _in_replica() or isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    _roots = roots
+    processors = span_processors()  # names the service before the provider reads it
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON if roots else ALWAYS_OFF))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+
+
+def _in_replica() -> bool:
+    from ray import serve
+
+    try:
+        serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - RayServeException: not in a replica
+        return False
+    return True
 
 
 def span_processors() -> list[SpanProcessor]:
-    """Span processors for this process (Ray Serve calls this once per proxy and replica)."""
+    """Span processors for this process (also what Ray Serve calls when its tracing is on)."""
     # Ray builds its TracerProvider right after this returns, reading the resource from the
     # environment: name the service unless the operator already did.
     os.environ.setdefault("OTEL_SERVICE_NAME", SERVICE_NAME)
@@ -196,6 +239,21 @@ def request_context(traceparent: str | None) -> Context | None:
     return incoming
 
 
+def request_parent(traceparent: str | None, sampling_ratio: float) -> Context | None:
+    """The parent of a request's Ingress span: the caller's trace (`request_context`), or a new
+    trace, recorded at `sampling_ratio`; None means a new recorded trace (a root span).
+
+    A new trace that is not recorded costs no tracer call: its ids are drawn here and it stays a
+    non-recording span, which still gives the answer's `x-trace-id` and the logs their id."""
+    ctx = request_context(traceparent)
+    if trace.get_current_span(ctx).get_span_context().is_valid:
+        return ctx
+    if random.random() < sampling_ratio:
+        return None
+    unsampled = SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1, False)
+    return trace.set_span_in_context(NonRecordingSpan(unsampled))
+
+
 @contextmanager
 def child_span(
     deployment: str,
@@ -208,14 +266,18 @@ def child_span(
 ) -> Iterator[Span]:
     """A span named "<deployment> <operation>", made current for the block.
 
-    Under an unsampled parent no span is started: Ray's sampler is parent-based, so the SDK
+    Under an unsampled parent no span is started: the sampler is parent-based, so the SDK
     would only build a non-recording span after a sampler call, an id draw and attribute
     copies, per request and per stage (99% of requests at 1% sampling). The block runs under
     the parent's own non-recording span instead, which keeps its trace id for the logs.
-    Without a tracer provider (tracing off) this is OpenTelemetry's no-op span: cheap.
+    Without any parent, outside the Ingress, nothing would be recorded either: the block gets
+    the invalid span. Without a tracer provider this is OpenTelemetry's no-op span: cheap.
     """
     ctx = parent if parent is not None else _current_context()
     parent_span = trace.get_current_span(ctx).get_span_context()
+    if not parent_span.is_valid and not _roots:
+        yield INVALID_SPAN
+        return
     if parent_span.is_valid and not parent_span.trace_flags.sampled:
         span: Span = trace.NonRecordingSpan(parent_span)
         token = otel_context.attach(trace.set_span_in_context(span, ctx))

@@ -109,6 +109,31 @@ def test_an_unsampled_caller_is_not_traced_and_errors_are_traced(service) -> Non
     assert service.otlp.trace(quiet_id) == []
 
 
+def test_the_ingress_starts_traces_at_its_sampling_ratio(service) -> None:
+    """Requests without a traceparent are traced at the Ingress's `trace_sampling_ratio`
+    (1.0 here), through every role: each role's own tracer provider, not Ray Serve's."""
+    service.deploy(with_user_config(service.config, "Ingress", trace_sampling_ratio=1.0))
+    wanted = {"Ingress", VALIDATOR, REPLICA}
+
+    def traced() -> bool:
+        resp = post(service, {"instances": fresh(1)})
+        assert resp.status_code == 200, resp.text
+        trace_id = resp.headers["x-trace-id"]
+        try:
+            wait_until(
+                lambda: wanted <= deployments_in(service.otlp.trace(trace_id)), 5, "its spans"
+            )
+        except AssertionError:
+            return False  # the new ratio has not reached the replica yet
+        return True
+
+    try:
+        wait_until(traced, 90, "a request without traceparent traced through every role")
+    finally:
+        service.deploy(service.config)
+        wait_for_config(service, lambda r: r["sample_rate"] == 1.0, "the standard application")
+
+
 def test_one_forward_pass_links_every_member_request(service) -> None:
     ids_headers = [traceparent(sampled=True) for _ in range(12)]
     with cf.ThreadPoolExecutor(12) as pool:

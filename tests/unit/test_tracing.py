@@ -121,6 +121,33 @@ def test_a_sampled_traceparent_is_continued_and_an_unsampled_one_is_not() -> Non
         assert tracing.current_trace_id() not in ("", trace_id, quiet)
 
 
+def test_the_ingress_draws_new_traces_at_its_ratio_and_the_caller_s_word_wins() -> None:
+    before = len(MEMORY.get_finished_spans())
+    # Not drawn: a fresh trace id each time, never recorded, no tracer call.
+    quiet = [tracing.request_parent(None, 0.0) for _ in range(3)]
+    contexts = [trace.get_current_span(c).get_span_context() for c in quiet]
+    assert all(c.is_valid and not c.trace_flags.sampled for c in contexts)
+    assert len({c.trace_id for c in contexts}) == 3
+    with tracing.child_span("Ingress", "POST", parent=quiet[0]) as span:
+        assert not span.is_recording()
+        assert tracing.current_trace_id() == f"{contexts[0].trace_id:032x}"
+        # Nothing to carry downstream: the stages start nothing for it.
+        assert tracing.current_traceparent() is None
+    assert len(MEMORY.get_finished_spans()) == before
+    # Drawn: None, so the Ingress span is a new trace's root.
+    assert tracing.request_parent(None, 1.0) is None
+    # A caller's traceparent decides, whatever the ratio: sampled or not, as it says.
+    caller = "8bf92f3577b34da6a3ce929d0e0e4736"
+    for flags, ratio in (("00", 1.0), ("01", 0.0)):
+        ctx = tracing.request_parent(f"00-{caller}-00f067aa0ba902b7-{flags}", ratio)
+        said = trace.get_current_span(ctx).get_span_context()
+        assert f"{said.trace_id:032x}" == caller and said.trace_flags.sampled == (flags == "01")
+    # Outside a Serve replica the process's provider is left alone.
+    provider = trace.get_tracer_provider()
+    tracing.install_tracer_provider(roots=False)
+    assert trace.get_tracer_provider() is provider
+
+
 def test_a_request_trace_travels_inside_a_batched_call_as_a_traceparent() -> None:
     trace_id = "6bf92f3577b34da6a3ce929d0e0e4736"
     ctx = tracing.request_context(f"00-{trace_id}-00f067aa0ba902b7-01")
