@@ -25,8 +25,7 @@ import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from deployments.errors import BadRequest, DeadlineExceeded, Overloaded
@@ -80,8 +79,12 @@ class Admission:
             return self.max_retry_after_s
         return min(self.max_retry_after_s, max(1.0, math.ceil(self.inflight / rate)))
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self) -> _Slot:
+        """A request's place among those in flight, while the block runs; entering raises
+        Overloaded when there is none."""
+        return _Slot(self)
+
+    def enter(self) -> None:
         limit = self.limit()
         if self.inflight >= limit:
             self.rejected += 1
@@ -92,19 +95,20 @@ class Admission:
                 self.retry_after_s(),
             )
         self.inflight += 1
-        try:
-            yield
-        finally:
-            self.inflight -= 1
-            self._done.append(self._clock())
 
-    @contextmanager
-    def hold_bytes(self, size_bytes: int) -> Iterator[None]:
-        """A received body's bytes, held against the budget until its request is done.
+    def leave(self) -> None:
+        self.inflight -= 1
+        self._done.append(self._clock())
+
+    def hold_bytes(self, size_bytes: int) -> _Held:
+        """A received body's bytes, held against the budget while the block runs.
 
         Charged once the body has arrived, not from its declared length: a client trickling
         a body would otherwise hold budget it never sent. A body alone is always admitted
         (one over max_request_bytes was refused while it was read)."""
+        return _Held(self, size_bytes)
+
+    def take_bytes(self, size_bytes: int) -> None:
         if self.inflight_bytes and self.inflight_bytes + size_bytes > self.max_inflight_bytes:
             self.rejected += 1
             raise Overloaded(
@@ -120,10 +124,35 @@ class Admission:
                 self.retry_after_s(),
             )
         self.inflight_bytes += size_bytes
-        try:
-            yield
-        finally:
-            self.inflight_bytes -= size_bytes
+
+
+# Classes rather than generator context managers: entered on every request.
+
+
+class _Slot:
+    __slots__ = ("admission",)
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def __enter__(self) -> None:
+        self.admission.enter()
+
+    def __exit__(self, *_: object) -> None:
+        self.admission.leave()
+
+
+class _Held:
+    __slots__ = ("admission", "size_bytes")
+
+    def __init__(self, admission: Admission, size_bytes: int) -> None:
+        self.admission, self.size_bytes = admission, size_bytes
+
+    def __enter__(self) -> None:
+        self.admission.take_bytes(self.size_bytes)
+
+    def __exit__(self, *_: object) -> None:
+        self.admission.inflight_bytes -= self.size_bytes
 
 
 class Deadline:

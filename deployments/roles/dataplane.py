@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +97,48 @@ class Prediction:
     outputs: Columns
     model_version: str
     infer_ms: float
+
+
+class _Admitted:
+    """`DataPlane.admitted`: a class, not a generator, as it is entered on every request."""
+
+    __slots__ = ("plane", "served", "header")
+
+    def __init__(self, plane: DataPlane, served: ServedModel, header: str | None) -> None:
+        self.plane, self.served, self.header = plane, served, header
+
+    def __enter__(self) -> Deadline:
+        plane = self.plane
+        deadline = Deadline.from_header(self.header, plane.config.max_deadline_ms)
+        try:
+            plane.memory.check()
+            plane.admission.enter()
+        except Overloaded as exc:
+            plane._metric("rejections", self.served.name, {"reason": exc.details[0]["reason"]})
+            raise
+        return deadline
+
+    def __exit__(self, *_: object) -> None:
+        self.plane.admission.leave()
+
+
+class _Holding:
+    """`DataPlane.holding`."""
+
+    __slots__ = ("plane", "served", "size_bytes")
+
+    def __init__(self, plane: DataPlane, served: ServedModel, size_bytes: int) -> None:
+        self.plane, self.served, self.size_bytes = plane, served, size_bytes
+
+    def __enter__(self) -> None:
+        try:
+            self.plane.admission.take_bytes(self.size_bytes)
+        except Overloaded:
+            self.plane._metric("rejections", self.served.name, {"reason": "inflight_bytes"})
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        self.plane.admission.inflight_bytes -= self.size_bytes
 
 
 class DataPlane:
@@ -219,29 +260,14 @@ class DataPlane:
 
     # ---- inference -----------------------------------------------------------------------
 
-    @contextmanager
-    def admitted(self, served: ServedModel, deadline_header: str | None) -> Iterator[Deadline]:
-        """Deadline, memory and in-flight admission: all before any work is done."""
-        deadline = Deadline.from_header(deadline_header, self.config.max_deadline_ms)
-        with ExitStack() as stack:
-            try:
-                self.memory.check()
-                stack.enter_context(self.admission.admit())
-            except Overloaded as exc:
-                self._metric("rejections", served.name, {"reason": exc.details[0]["reason"]})
-                raise
-            yield deadline
+    def admitted(self, served: ServedModel, deadline_header: str | None) -> _Admitted:
+        """Deadline, memory and in-flight admission, all before any work is done; entering
+        gives the request's Deadline."""
+        return _Admitted(self, served, deadline_header)
 
-    @contextmanager
-    def holding(self, served: ServedModel, body_bytes: int) -> Iterator[None]:
+    def holding(self, served: ServedModel, body_bytes: int) -> _Holding:
         """A received body's bytes held against the ingress's byte budget."""
-        with ExitStack() as stack:
-            try:
-                stack.enter_context(self.admission.hold_bytes(body_bytes))
-            except Overloaded:
-                self._metric("rejections", served.name, {"reason": "inflight_bytes"})
-                raise
-            yield
+        return _Holding(self, served, body_bytes)
 
     async def infer(
         self,

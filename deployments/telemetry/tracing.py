@@ -279,12 +279,13 @@ def child_span(
         yield INVALID_SPAN
         return
     if parent_span.is_valid and not parent_span.trace_flags.sampled:
-        span: Span = trace.NonRecordingSpan(parent_span)
-        token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        # The parent's own span and context: nothing new to build.
+        token = otel_context.attach(ctx) if ctx is not None else None
         try:
-            yield span
+            yield trace.get_current_span(ctx)
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
         return
     attrs = {"serve.deployment": deployment, **(attributes or {})}
     with _tracer().start_as_current_span(

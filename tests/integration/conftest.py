@@ -69,8 +69,6 @@ def service() -> Iterator[Service]:
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         # Spans reach the receiver within 0.2 s instead of the default 5 s.
         "OTEL_BSP_SCHEDULE_DELAY": "200",
-        # Ray's proxy reads only this variable (serve_config's tracing_config reaches replicas).
-        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "deployments.telemetry.tracing:span_processors",
         # The serving path the README's command runs: HAProxy, user code on the replica's
         # loop, gRPC handle calls (Ray's processes read these at start).
         **FAST_PATH_ENV,
