@@ -41,11 +41,25 @@ import yaml
 from deployments.admission.auth import is_loopback, load_keys, refuse_exposure_without_auth
 
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
-# The serving path's settings, each measured by benchmarks/compare.py (ours with and without).
-# An operator's own value in the environment wins over each of these.
+
+def _haproxy_threads() -> int:
+    # HAProxy shares the node with the replicas: half its cores, at most Ray's default of 4.
+    # On 2 cores, 4 threads cost the replicas more than they gave HAProxy (docs/benchmarks.md).
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+# The serving path's settings, each measured (benchmarks/compare.py runs ours without HAProxy
+# and at Ray's niceness; docs/benchmarks.md has the A/B runs of the others). An operator's own
+# value in the environment wins over each of these.
 FAST_PATH_ENV = {
     # HAProxy in front; HTTP straight to the Ingress replica, not through a Python proxy.
     HA_PROXY_ENV: "1",
+    "RAY_SERVE_HAPROXY_NBTHREAD": str(_haproxy_threads()),
+    # Without this HAProxy writes a log line per request to a socket that Serve's HAProxy
+    # manager parses into its own HTTP request metrics: a second count of what the Ingress
+    # already counts (`inference_requests_total`, `inference_request_latency_ms`), paid per
+    # request in a third process.
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     # User code on the replica's own event loop: no thread hop per request and per call.
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
