@@ -42,6 +42,7 @@ from deployments.admission.auth import is_loopback, load_keys, refuse_exposure_w
 
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
+
 def _haproxy_threads() -> int:
     # HAProxy shares the node with the replicas: half its cores, at most Ray's default of 4.
     # On 2 cores, 4 threads cost the replicas more than they gave HAProxy (docs/benchmarks.md).

@@ -125,6 +125,9 @@ class Admission:
             )
         self.inflight_bytes += size_bytes
 
+    def release_bytes(self, size_bytes: int) -> None:
+        self.inflight_bytes -= size_bytes
+
 
 # Classes rather than generator context managers: entered on every request.
 
@@ -152,7 +155,7 @@ class _Held:
         self.admission.take_bytes(self.size_bytes)
 
     def __exit__(self, *_: object) -> None:
-        self.admission.inflight_bytes -= self.size_bytes
+        self.admission.release_bytes(self.size_bytes)
 
 
 class Deadline:

@@ -138,7 +138,7 @@ class _Holding:
             raise
 
     def __exit__(self, *_: object) -> None:
-        self.plane.admission.inflight_bytes -= self.size_bytes
+        self.plane.admission.release_bytes(self.size_bytes)
 
 
 class DataPlane:
