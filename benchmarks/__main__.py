@@ -9,6 +9,7 @@ scaling       autoscaling timeline on live load: replicas, offered load, rps, la
 text          the text model: served items/s vs its raw forward pass and a FastAPI baseline
 rate_limit    two clients, one over its per-client limit: the other's goodput and p99
 ingress_memory  10,000 distinct large text requests: the ingress's RSS against its memory
+ingress_cpu   the ingress's own Python per request, in-process, beside the empty graph's
 drift_cost    throughput and p99 with drift scoring on vs off
 protocols     v1 JSON vs v2 JSON vs v2 binary tensors (fraud-risk, MiniLM): rps and p99
 """
@@ -27,6 +28,7 @@ COMMANDS = {
     "text": "benchmarks.text",
     "rate_limit": "benchmarks.rate_limit",
     "ingress_memory": "benchmarks.ingress_memory",
+    "ingress_cpu": "benchmarks.ingress_cpu",
     "drift_cost": "benchmarks.drift_cost",
     "protocols": "benchmarks.protocols",
 }
