@@ -79,10 +79,10 @@ class Admission:
             return self.max_retry_after_s
         return min(self.max_retry_after_s, max(1.0, math.ceil(self.inflight / rate)))
 
-    def admit(self) -> _Slot:
+    def admit(self) -> InflightSlot:
         """A request's place among those in flight, while the block runs; entering raises
         Overloaded when there is none."""
-        return _Slot(self)
+        return InflightSlot(self)
 
     def enter(self) -> None:
         limit = self.limit()
@@ -100,13 +100,13 @@ class Admission:
         self.inflight -= 1
         self._done.append(self._clock())
 
-    def hold_bytes(self, size_bytes: int) -> _Held:
+    def hold_bytes(self, size_bytes: int) -> HeldBytes:
         """A received body's bytes, held against the budget while the block runs.
 
         Charged once the body has arrived, not from its declared length: a client trickling
         a body would otherwise hold budget it never sent. A body alone is always admitted
         (one over max_request_bytes was refused while it was read)."""
-        return _Held(self, size_bytes)
+        return HeldBytes(self, size_bytes)
 
     def take_bytes(self, size_bytes: int) -> None:
         if self.inflight_bytes and self.inflight_bytes + size_bytes > self.max_inflight_bytes:
@@ -129,10 +129,13 @@ class Admission:
         self.inflight_bytes -= size_bytes
 
 
-# Classes rather than generator context managers: entered on every request.
+# Classes rather than generator context managers: entered on every request (the data plane
+# extends them with its per-model rejection counts).
 
 
-class _Slot:
+class InflightSlot:
+    """`Admission.admit()`."""
+
     __slots__ = ("admission",)
 
     def __init__(self, admission: Admission) -> None:
@@ -145,7 +148,9 @@ class _Slot:
         self.admission.leave()
 
 
-class _Held:
+class HeldBytes:
+    """`Admission.hold_bytes()`."""
+
     __slots__ = ("admission", "size_bytes")
 
     def __init__(self, admission: Admission, size_bytes: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployments.admission.caller_batch import CallerBatcher
-from deployments.admission.inflight import Admission, Deadline
+from deployments.admission.inflight import Admission, Deadline, HeldBytes, InflightSlot
 from deployments.admission.memory_guard import MemoryGuard
 from deployments.admission.rate_limit import RateLimiter
 from deployments.admission.resilience import ResultCache, is_transient, retry_transient
@@ -99,46 +99,43 @@ class Prediction:
     infer_ms: float
 
 
-class _Admitted:
-    """`DataPlane.admitted`: a class, not a generator, as it is entered on every request."""
+class _Admitted(InflightSlot):
+    """`DataPlane.admitted`: the deadline, memory, then the admission's in-flight slot; a
+    refusal counted for the model."""
 
     __slots__ = ("plane", "served", "header")
 
     def __init__(self, plane: DataPlane, served: ServedModel, header: str | None) -> None:
+        super().__init__(plane.admission)
         self.plane, self.served, self.header = plane, served, header
 
-    def __enter__(self) -> Deadline:
+    def __enter__(self) -> Deadline:  # type: ignore[override]
         plane = self.plane
         deadline = Deadline.from_header(self.header, plane.config.max_deadline_ms)
         try:
             plane.memory.check()
-            plane.admission.enter()
+            super().__enter__()
         except Overloaded as exc:
             plane._metric("rejections", self.served.name, {"reason": exc.details[0]["reason"]})
             raise
         return deadline
 
-    def __exit__(self, *_: object) -> None:
-        self.plane.admission.leave()
 
+class _Holding(HeldBytes):
+    """`DataPlane.holding`: the admission's byte hold; a refusal counted for the model."""
 
-class _Holding:
-    """`DataPlane.holding`."""
-
-    __slots__ = ("plane", "served", "size_bytes")
+    __slots__ = ("plane", "served")
 
     def __init__(self, plane: DataPlane, served: ServedModel, size_bytes: int) -> None:
-        self.plane, self.served, self.size_bytes = plane, served, size_bytes
+        super().__init__(plane.admission, size_bytes)
+        self.plane, self.served = plane, served
 
     def __enter__(self) -> None:
         try:
-            self.plane.admission.take_bytes(self.size_bytes)
+            super().__enter__()
         except Overloaded:
             self.plane._metric("rejections", self.served.name, {"reason": "inflight_bytes"})
             raise
-
-    def __exit__(self, *_: object) -> None:
-        self.plane.admission.release_bytes(self.size_bytes)
 
 
 class DataPlane:
