@@ -97,10 +97,8 @@ def ours() -> Asgi:
 
 
 def empty_graph() -> Asgi:
-    from benchmarks.baselines.serve_fair import _CONSTANT, _asgi
+    from benchmarks.baselines.serve_fair import _CONSTANT, _asgi, tabular_batcher
     from benchmarks.baselines.tabular import PREDICT_PATH as HOPS_PATH
-    from deployments.admission.caller_batch import CallerBatcher
-    from deployments.kinds.tabular import TabularKind
 
     async def flush(bodies: list[bytes]) -> list[bytes]:
         await asyncio.sleep(0)  # a call to the Validator, which parses
@@ -108,21 +106,10 @@ def empty_graph() -> Asgi:
         await asyncio.sleep(0)  # a call to the model, which answers a constant
         return [_CONSTANT for _ in rows]
 
-    batchers: list[CallerBatcher[bytes, bytes]] = []
+    batcher = tabular_batcher(flush)
 
     async def predict(body: bytes) -> tuple[int, bytes]:
-        if not batchers:  # made on the running loop
-            config = IngressConfig()
-            batchers.append(
-                CallerBatcher(
-                    flush,
-                    config.caller_batch_max_requests,
-                    config.caller_batch_wait_s,
-                    config.caller_batch_max_concurrent,
-                    min_overlap=TabularKind.caller_batch_min_overlap,
-                )
-            )
-        return 200, await batchers[0].submit(body)
+        return 200, await batcher.submit(body)
 
     app = _asgi(predict)
 

@@ -92,6 +92,18 @@ fair = FairModel.bind()
 ceiling = Ceiling.bind()
 
 
+def tabular_batcher(flush: Any) -> CallerBatcher[bytes, bytes]:
+    """The caller batching ours gives a tabular model, from the same defaults."""
+    config = IngressConfig()
+    return CallerBatcher(
+        flush,
+        config.caller_batch_max_requests,
+        config.caller_batch_wait_s,
+        config.caller_batch_max_concurrent,
+        min_overlap=TabularKind.caller_batch_min_overlap,
+    )
+
+
 @serve.deployment(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
 class NoopValidator:
     def validate(self, bodies: list[bytes]) -> list[Any]:
@@ -112,15 +124,7 @@ class Hops:
 
     def __init__(self, validator: Any, model: Any) -> None:
         self.validator, self.model = validator, model
-        # The caller batching ours gives a tabular model, from the same defaults.
-        config = IngressConfig()
-        self.batcher = CallerBatcher(
-            self._flush,
-            config.caller_batch_max_requests,
-            config.caller_batch_wait_s,
-            config.caller_batch_max_concurrent,
-            min_overlap=TabularKind.caller_batch_min_overlap,
-        )
+        self.batcher = tabular_batcher(self._flush)
 
     async def _flush(self, bodies: list[bytes]) -> list[bytes]:
         rows = await self.validator.validate.remote(bodies)
