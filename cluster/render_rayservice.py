@@ -13,7 +13,9 @@ also send the example Secrets, which the API server rejects:
   image's absolute path; and, since the service is then reachable beyond loopback, the
   ingress's bearer token comes from the Secret `inference-auth`, mounted read-only as a file
   (`auth_token_file`), never from a value in the manifest. Ray's own token auth is on too
-  (`authOptions`, the Secret `ray-cluster-auth`), and the pods run as non-root.
+  (`authOptions`, the Secret `ray-cluster-auth`), and the pods run as non-root. Every Ray
+  container carries the serving path `inference-serve` gives a local Ray
+  (`deployments.launch.fast_path_env`, sized to the container's CPU limit).
 - `networkpolicy.yaml`: who may reach the Ray pods, and on which ports.
 - `auth-secret.example.yaml`: the shape of the two Secrets, with placeholders the API server
   rejects, and the commands that create them with random tokens.
@@ -30,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from deployments.launch import fast_path_env
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 KUBERAY = ROOT / "cluster" / "kuberay"
@@ -43,6 +47,10 @@ RAY_VERSION = "2.60.0"
 IMAGE = "ray-serve-inference:0.1.0"
 IMAGE_UID = 1000
 MODEL_DIR = "/app/models"
+# `inference-haproxy` (deployments/haproxy_loopback.py) as the image installs it: Ray's haproxy
+# with its stats and metrics pages on loopback, its errors as this service's JSON, and its
+# queue for the Ingress bounded, as `inference-serve` runs it.
+IMAGE_HAPROXY = "/usr/local/bin/inference-haproxy"
 SERVE_PORT, DASHBOARD_PORT, GCS_PORT, METRICS_PORT = 8000, 8265, 6379, 8080
 # Triton's gRPC service (grpc_options.port in serve_config.yaml), behind the same token.
 GRPC_PORT = int((yaml.safe_load(SERVE_CONFIG.read_text()).get("grpc_options") or {}).get("port", 0))
@@ -109,6 +117,15 @@ def _dump(*documents: Any) -> str:
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def serving_path_env(cpu: str) -> list[dict[str, str]]:
+    """The environment of a Ray container with `cpu` cores: the serving path `inference-serve`
+    gives a local Ray (HAProxy in front, sized to the pod; gRPC between deployments; replicas
+    at normal priority). Ray reads it as each process starts, so every node carries it, the
+    head (HAProxy, the controller) and the workers (the replicas) alike."""
+    env = {**fast_path_env(int(cpu)), "RAY_SERVE_HAPROXY_BINARY_PATH": IMAGE_HAPROXY}
+    return [{"name": key, "value": value} for key, value in env.items()]
+
+
 def _container(
     name: str, cpu: str, memory: str, gpus: int = 0, ports: list[tuple[str, int]] | None = None
 ) -> dict[str, Any]:
@@ -119,6 +136,7 @@ def _container(
         "name": name,
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
+        "env": serving_path_env(cpu),
         "resources": {"requests": dict(limits), "limits": dict(limits)},
         "ports": [{"name": n, "containerPort": p} for n, p in ports or []],
         "securityContext": CONTAINER_SECURITY,

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -43,34 +44,44 @@ from deployments.admission.auth import is_loopback, load_keys, refuse_exposure_w
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
-def _haproxy_threads() -> int:
-    # HAProxy shares the node with the replicas: half its cores, at most Ray's default of 4.
-    # On 2 cores, 4 threads cost the replicas more than they gave HAProxy (docs/benchmarks.md).
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
+def haproxy_threads(cpus: int | None = None) -> int:
+    """HAProxy's threads on a node with `cpus` cores (this machine's by default): half of them,
+    1 to 4 (Ray's own default is 4). HAProxy shares the node with the replicas; on 2 cores, 4
+    threads cost the replicas more than they gave HAProxy (docs/benchmarks.md)."""
+    return min(4, max(1, (cpus or os.cpu_count() or 2) // 2))
 
 
-# The serving path's settings, each measured (benchmarks/compare.py runs ours without HAProxy
-# and at Ray's niceness; docs/benchmarks.md has the A/B runs of the others). An operator's own
-# value in the environment wins over each of these.
-FAST_PATH_ENV = {
-    # HAProxy in front; HTTP straight to the Ingress replica, not through a Python proxy.
-    HA_PROXY_ENV: "1",
-    "RAY_SERVE_HAPROXY_NBTHREAD": str(_haproxy_threads()),
-    # Without this HAProxy writes a log line per request to a socket that Serve's HAProxy
-    # manager parses into its own HTTP request metrics: a second count of what the Ingress
-    # already counts (`inference_requests_total`, `inference_request_latency_ms`), paid per
-    # request in a third process.
-    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
-    # User code on the replica's own event loop: no thread hop per request and per call.
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
-    # Handle calls between deployments over gRPC rather than Ray actor calls.
-    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-    # Ray starts workers (every replica) at nice 15, so on a busy node anything else -- the
-    # metrics agent, a log shipper, the load generator -- runs first and requests wait behind
-    # it. Replicas are this node's work (measurements: docs/benchmarks.md).
-    "RAY_worker_niceness": "0",
-}
+def fast_path_env(cpus: int | None = None) -> dict[str, str]:
+    """The serving path's settings for a node with `cpus` cores (this machine's by default).
+
+    Each was measured (benchmarks/compare.py runs ours without HAProxy and at Ray's niceness;
+    docs/benchmarks.md has the A/B runs of the others). Ray reads them when each process
+    starts, so on a cluster every node needs them: cluster/render_rayservice.py puts them in
+    each Ray container's environment, sized to its CPU limit. An operator's own value in the
+    environment wins over each of these (`serve_env`).
+    """
+    return {
+        # HAProxy in front; HTTP straight to the Ingress replica, not through a Python proxy.
+        HA_PROXY_ENV: "1",
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(haproxy_threads(cpus)),
+        # Without this HAProxy writes a log line per request to a socket that Serve's HAProxy
+        # manager parses into its own HTTP request metrics: a second count of what the
+        # Ingress already counts (`inference_requests_total`, `inference_request_latency_ms`),
+        # paid per request in a third process.
+        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        # User code on the replica's own event loop: no thread hop per request and per call.
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+        # Handle calls between deployments over gRPC rather than Ray actor calls.
+        "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        # Ray starts workers (every replica) at nice 15, so on a busy node anything else --
+        # the metrics agent, a log shipper, the load generator -- runs first and requests
+        # wait behind it. Replicas are this node's work (measurements: docs/benchmarks.md).
+        "RAY_worker_niceness": "0",
+    }
+
+
+FAST_PATH_ENV = fast_path_env()
 STOP_TIMEOUT_S = 10.0
 GRPC_HOOK = "deployments.roles.listen.grpc_on_loopback"
 
@@ -261,6 +272,14 @@ def serve_env(python_proxy: bool, base: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def shell_exports(env: dict[str, str]) -> str:
+    """`export` lines for a POSIX shell; a value already in the environment is kept."""
+    return "\n".join(
+        f'[ -n "${{{key}:-}}" ] || {key}={shlex.quote(value)}; export {key}'
+        for key, value in env.items()
+    )
+
+
 def serve_executable() -> str:
     beside = Path(sys.executable).parent / "serve"
     return str(beside) if beside.exists() else "serve"
@@ -296,7 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--python-proxy", action="store_true", help="keep Ray's Python proxy (no HAProxy)"
     )
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print this node's serving-path settings as shell exports and exit, for a Ray "
+        "node started by hand or by the cluster launcher: "
+        'eval "$(inference-serve --print-env)"; ray start ...',
+    )
     args = parser.parse_args(argv)
+    if args.print_env:
+        print(shell_exports({**FAST_PATH_ENV, **haproxy_wrapper_env()}))
+        return 0
     if not args.config.is_file():
         parser.error(f"no config file at {args.config}")
     env = serve_env(args.python_proxy)

@@ -173,5 +173,10 @@ def test_ray_start_commands_parse_and_match_the_cluster_ports(config: dict[str, 
     assert head["metrics_export_port"] == worker["metrics_export_port"] == 8080
     assert worker["address"] == f"$RAY_HEAD_IP:{head['port']}"
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
-        # `ray stop` is fine on these dedicated machines, and must be the venv's Ray.
-        assert all(re.match(rf"^(ulimit -n \d+; )?{re.escape(VENV_RAY)} ", c) for c in commands)
+        # `ray stop` is fine on these dedicated machines, and must be the venv's Ray, started
+        # on the launcher's serving path (the settings Ray reads as each process starts).
+        print_env = f'eval "$({REMOTE_ROOT}/.venv/bin/inference-serve --print-env)"; '
+        prefix = rf"^(ulimit -n \d+; )?({re.escape(print_env)})?{re.escape(VENV_RAY)} "
+        assert all(re.match(prefix, c) for c in commands)
+        (start,) = [c for c in commands if " start " in c]
+        assert print_env in start

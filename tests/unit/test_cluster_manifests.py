@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from deployments import launch
 from deployments.config import AppArgs
 from tests.support import REPO
 
@@ -347,3 +349,22 @@ def test_pods_run_as_non_root_without_privilege_escalation(manifest: dict[str, A
         assert pod["spec"].get("automountServiceAccountToken", True) is (group == "head")
     autoscaler = manifest["spec"]["rayClusterConfig"]["autoscalerOptions"]
     assert autoscaler["securityContext"] == restricted
+
+
+def test_every_ray_container_runs_the_launchers_serving_path(manifest: dict[str, Any]) -> None:
+    """Ray reads the serving path's settings as each process starts, so a cluster gets the path
+    `inference-serve` gives a local Ray only if every Ray container carries them."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for group, pod in pod_templates(manifest).items():
+        (container,) = pod["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert set(launch.FAST_PATH_ENV) <= set(env), group
+        assert env[launch.HA_PROXY_ENV] == "1", group
+        assert env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "1", group
+        # HAProxy sized to the pod it shares with the replicas, not to the machine under it.
+        cpus = int(container["resources"]["limits"]["cpu"])
+        assert int(env["RAY_SERVE_HAPROXY_NBTHREAD"]) == min(4, max(1, cpus // 2)), group
+        # Ray's haproxy through the wrapper the image installs (system pip: /usr/local/bin).
+        wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+        assert wrapper.parent == Path("/usr/local/bin") and wrapper.name in scripts, group
+        assert scripts[wrapper.name] == "deployments.haproxy_loopback:main"

@@ -151,10 +151,12 @@ def test_ports_command_and_layout(instructions: list[Instruction]) -> None:
     }
     assert {8000, 8080, 8265} <= exposed
     cmd = json.loads(first(instructions, "CMD").args)
-    assert cmd[:2] == ["serve", "run"]
+    # The README's launcher, a console script of this package: the same serving path.
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert cmd[0] == "inference-serve" and cmd[0] in scripts
     # The config the image serves: host 0.0.0.0, rendered from serve_config.yaml.
     render = first(instructions, "RUN", "serve_config_v2")
-    assert cmd[2] in render.args
+    assert cmd[1] in render.args
     # The KubeRay manifest expects the models at /app/models in this image.
     sys.path.insert(0, str(REPO / "cluster"))
     try:

@@ -98,6 +98,36 @@ def test_fast_path_settings_are_defaults_an_operator_can_override() -> None:
     assert launch.serve_env(python_proxy=True, base={})[launch.HA_PROXY_ENV] == "0"
 
 
+def test_print_env_gives_a_hand_started_ray_node_the_same_path() -> None:
+    """`eval "$(inference-serve --print-env)"; ray start ...` (the cluster launcher's nodes):
+    the launcher's settings, sized to this node, each yielding to the operator's own."""
+    script = [sys.executable, "-m", "deployments.launch", "--print-env"]
+    shown = "; ".join(
+        f"echo {k}=${k}" for k in [*launch.FAST_PATH_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH"]
+    )
+    env = {"PATH": os.environ["PATH"], "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"}
+    out = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'eval "$("$@")" && {shown} && sh -c "echo child=\\$RAY_worker_niceness"',
+            "sh",
+            *script,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    assert got["RAY_SERVE_USE_GRPC_BY_DEFAULT"] == "0"  # the operator's value wins
+    assert got[launch.HA_PROXY_ENV] == "1"
+    assert got["RAY_SERVE_HAPROXY_NBTHREAD"] == str(launch.haproxy_threads())
+    assert got["child"] == "0", "exported: `ray start` and the processes it starts see it"
+    assert got["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("inference-haproxy")
+
+
 def test_the_http_address_comes_from_the_config(tmp_path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("http_options:\n  port: 8123\n")
